@@ -1,0 +1,1 @@
+"""Pure logic with no Dagster import: schema, validation, learning math, SQL runner."""
