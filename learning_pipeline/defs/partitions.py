@@ -1,0 +1,14 @@
+"""Daily partitions by event time (UTC), including today so fresh events land without waiting a day."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+START_DATE_ENV = "LEARNING_PIPELINE_START_DATE"
+DEFAULT_START_DATE = "2025-01-01"
+
+PARTITION_START_DATE = os.environ.get(START_DATE_ENV, DEFAULT_START_DATE)
+
+daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITION_START_DATE, timezone="UTC", end_offset=1)

@@ -1,0 +1,56 @@
+"""DuckDB over the Parquet lake: views for every lake table, in memory or in the warehouse file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from learning_pipeline.lib.lake import LakePaths
+
+
+def sql_literal(value: str) -> str:
+    """Quote a string as a SQL literal (paths and names are data, never SQL)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def lake_tables(paths: LakePaths) -> list[str]:
+    """Lake tables that have at least one Parquet file."""
+    if not paths.lake.exists():
+        return []
+    return sorted(p.name for p in paths.lake.iterdir() if p.is_dir() and any(p.rglob("*.parquet")))
+
+
+def view_sql(paths: LakePaths, table: str) -> str:
+    table_dir = paths.table(table)
+    partitioned = any(child.name.startswith("event_date=") for child in table_dir.iterdir())
+    pattern = table_dir / ("*/*.parquet" if partitioned else "*.parquet")
+    return (
+        f'CREATE OR REPLACE VIEW "{table}" AS SELECT * FROM read_parquet({sql_literal(str(pattern))}, '
+        f"hive_partitioning = {str(partitioned).lower()}, union_by_name = true)"
+    )
+
+
+def attach_lake_views(con: duckdb.DuckDBPyConnection, paths: LakePaths) -> list[str]:
+    """Create (or refresh) one view per lake table on `con`; returns the table names."""
+    tables = lake_tables(paths)
+    for table in tables:
+        con.execute(view_sql(paths, table))
+    return tables
+
+
+def lake_connection(paths: LakePaths) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with views over the lake: no file lock, safe beside running writers."""
+    con = duckdb.connect()
+    attach_lake_views(con, paths)
+    return con
+
+
+def refresh_warehouse_views(paths: LakePaths) -> list[str]:
+    """Write the lake views into the warehouse file so `duckdb data/warehouse.duckdb` can query them.
+
+    Callers run under the `duckdb_warehouse` Dagster pool, so only one process writes the file at a time.
+    """
+    Path(paths.warehouse).parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(paths.warehouse)) as con:
+        return attach_lake_views(con, paths)
