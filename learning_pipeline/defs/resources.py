@@ -6,7 +6,11 @@ import os
 
 import dagster as dg
 
+from datetime import date, timedelta
+
+from learning_pipeline.defs.partitions import PARTITION_START_DATE
 from learning_pipeline.lib.lake import LakePaths
+from learning_pipeline.lib.staging import DEFAULT_MAX_RECORD_BYTES, StagingRules
 
 DATA_DIR_ENV = "LEARNING_PIPELINE_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
@@ -19,10 +23,19 @@ class LakeResource(dg.ConfigurableResource):
     """The data directory holding the landing zone, staging, the Parquet lake and the DuckDB warehouse."""
 
     data_dir: str = DEFAULT_DATA_DIR
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_future_skew_seconds: int = 3600
 
     @property
     def paths(self) -> LakePaths:
         return LakePaths.at(self.data_dir).ensure()
+
+    def staging_rules(self) -> StagingRules:
+        return StagingRules(
+            first_date=date.fromisoformat(PARTITION_START_DATE),
+            max_record_bytes=self.max_record_bytes,
+            max_future_skew=timedelta(seconds=self.max_future_skew_seconds),
+        )
 
 
 def default_lake_resource() -> LakeResource:

@@ -68,12 +68,12 @@ def new_batch_name(prefix: str, suffix: str) -> str:
     return f"{prefix}-{stamp}-{uuid.uuid4().hex[:12]}.{suffix}"
 
 
-def _tmp_path(final: Path) -> Path:
+def tmp_path_for(final: Path) -> Path:
     # Dot-prefixed so readers that glob `*.jsonl` / `*.parquet` never see it.
     return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def _publish(tmp: Path, final: Path) -> Path:
+def publish(tmp: Path, final: Path) -> Path:
     """fsync and rename: the file appears complete or not at all."""
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
@@ -83,20 +83,20 @@ def _publish(tmp: Path, final: Path) -> Path:
 
 def write_bytes_atomic(final: Path, data: bytes) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(final)
+    tmp = tmp_path_for(final)
     try:
         tmp.write_bytes(data)
-        return _publish(tmp, final)
+        return publish(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def write_parquet_atomic(final: Path, table: pa.Table) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(final)
+    tmp = tmp_path_for(final)
     try:
         pq.write_table(table, tmp, compression="zstd")
-        return _publish(tmp, final)
+        return publish(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -1,0 +1,110 @@
+"""outcome_events and quarantined_events: one validated, de-duplicated Parquet partition per UTC day."""
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+
+import dagster as dg
+
+from learning_pipeline.defs.partitions import daily_partitions
+from learning_pipeline.defs.resources import WAREHOUSE_POOL, LakeResource
+from learning_pipeline.lib.staging import stage_pending, staged_files_for
+from learning_pipeline.lib.validation import validate_partition
+from learning_pipeline.lib.warehouse import refresh_warehouse_views, sql_literal
+
+PARTITION_FILE = "data.parquet"
+PREVIEW_COLUMNS = ["event_id", "agent_name", "task_type", "status", "timestamp", "latency_ms", "quality_score"]
+
+
+def _preview(path, columns: list[str], rows: int = 5) -> str:
+    table = pq.read_table(path, columns=columns).slice(0, rows)
+    return table.to_pandas().to_markdown(index=False) if table.num_rows else "(empty)"
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "outcome_events",
+            description="Validated, de-duplicated outcome events, one Parquet partition per UTC day (Hive layout).",
+            kinds={"duckdb", "parquet"},
+            group_name="events",
+        ),
+        dg.AssetSpec(
+            "quarantined_events",
+            description="Every rejected record of the day with its reason and the rules it broke.",
+            kinds={"duckdb", "parquet"},
+            group_name="events",
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "counts_reconcile",
+            asset="outcome_events",
+            description="received = accepted + quarantined + duplicates",
+            blocking=True,
+        ),
+        dg.AssetCheckSpec("event_ids_unique", asset="outcome_events", description="no event_id twice", blocking=True),
+    ],
+    partitions_def=daily_partitions,
+    pool=WAREHOUSE_POOL,
+)
+def outcome_events(context: dg.AssetExecutionContext, lake: LakeResource):
+    """Stage new landing files, then validate and de-duplicate every staged record of this day."""
+    paths = lake.paths
+    rules = lake.staging_rules()
+    newly_staged = stage_pending(paths, rules)
+    day = context.partition_key
+    staged = staged_files_for(paths, day)
+    accepted_path = paths.partition_dir("outcome_events", day) / PARTITION_FILE
+    quarantine_path = paths.partition_dir("quarantined_events", day) / PARTITION_FILE
+    with duckdb.connect() as con:
+        counts = validate_partition(con, staged, rules, accepted_path, quarantine_path)
+        duplicate_ids = con.execute(
+            f"SELECT count(*) - count(DISTINCT event_id) FROM read_parquet({sql_literal(str(accepted_path))})"
+        ).fetchone()[0]
+    refresh_warehouse_views(paths)
+
+    reasons = pd.DataFrame(sorted(counts.by_reason.items()), columns=["reason", "records"])
+    yield dg.MaterializeResult(
+        asset_key="outcome_events",
+        metadata={
+            "received": counts.received,
+            "accepted": counts.accepted,
+            "quarantined": counts.quarantined,
+            "duplicates": counts.duplicates,
+            "dagster/row_count": counts.accepted,
+            "landing_files": len(staged),
+            "newly_staged_files": len(newly_staged),
+            "path": dg.MetadataValue.path(str(accepted_path)),
+            "preview": dg.MetadataValue.md(_preview(accepted_path, PREVIEW_COLUMNS)),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="quarantined_events",
+        metadata={
+            "dagster/row_count": counts.quarantined,
+            "by_reason": dg.MetadataValue.md(reasons.to_markdown(index=False) if len(reasons) else "(none)"),
+            "path": dg.MetadataValue.path(str(quarantine_path)),
+            "preview": dg.MetadataValue.md(_preview(quarantine_path, ["record_number", "reason", "details"])),
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key="outcome_events",
+        check_name="counts_reconcile",
+        passed=counts.balanced(),
+        metadata={"received": counts.received, "accounted": counts.accepted + counts.quarantined + counts.duplicates},
+    )
+    yield dg.AssetCheckResult(
+        asset_key="outcome_events",
+        check_name="event_ids_unique",
+        passed=duplicate_ids == 0,
+        metadata={"repeated_event_ids": int(duplicate_ids)},
+    )
+
+
+ingest_job = dg.define_asset_job(
+    "ingest_outcome_events",
+    selection=dg.AssetSelection.assets("outcome_events", "quarantined_events"),
+    partitions_def=daily_partitions,
+    description="Validate and de-duplicate the landed events of one day.",
+)

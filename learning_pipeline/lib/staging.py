@@ -1,0 +1,289 @@
+"""Staging: split each landing file by event date, once, into Parquet with every field kept as JSON text.
+
+A landing file (JSONL, optionally gzipped, or Parquet) is read once. Its records are routed to the UTC date
+of their `timestamp`; records without a usable timestamp (malformed, missing, unparseable, far in the future,
+before the first partition) are routed to the date they arrived, where validation quarantines them. Nothing
+is typed or rejected here: validation (`validation.py`) does that per partition, so re-running a partition
+never re-parses JSON.
+
+Each staged landing file gets one line in the append-only staging log (`staging/_log.jsonl`), written under a
+file lock with a sequence number. The log is the commit point: staged Parquet without a log line is never
+read. The landing-zone sensor follows the log with its cursor; partitions read the log to find their files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+
+from learning_pipeline.lib.lake import LakePaths
+from learning_pipeline.lib.schema import FIELD_NAMES
+from learning_pipeline.lib.warehouse import sql_literal
+
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
+PARQUET_SUFFIXES = (".parquet",)
+RAW_RECORD_COLUMN = "raw_record"
+SOURCE_REF_COLUMN = "source_ref"
+
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+DEFAULT_MAX_FUTURE_SKEW = timedelta(hours=1)
+# Longest record kept verbatim in the quarantine; the landing file keeps the whole record.
+RAW_RECORD_KEEP_BYTES = 64 * 1024
+# A line longer than this cannot be read at all; it fails the staging of its file with a clear error.
+MAX_LINE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StagingRules:
+    first_date: date
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One line of the staging log: a landing file and where its records went."""
+
+    seq: int
+    landing_file: str
+    size: int
+    mtime_ns: int
+    staged_at: str
+    records: int
+    dates: dict[str, int] = field(default_factory=dict)
+    staged: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+def is_landing_file(path: Path) -> bool:
+    name = path.name.lower()
+    return not name.startswith(".") and name.endswith(JSON_SUFFIXES + PARQUET_SUFFIXES)
+
+
+def list_landing_files(paths: LakePaths) -> list[Path]:
+    return sorted(p for p in paths.landing.rglob("*") if p.is_file() and is_landing_file(p))
+
+
+def _log_path(paths: LakePaths) -> Path:
+    return paths.staging / "_log.jsonl"
+
+
+@contextmanager
+def _log_lock(paths: LakePaths):
+    paths.staging.mkdir(parents=True, exist_ok=True)
+    with open(paths.staging / "_log.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_log(paths: LakePaths, after_seq: int = 0) -> list[StagedFile]:
+    """Log entries with seq > after_seq; a torn last line (crash mid-append) is ignored."""
+    log = _log_path(paths)
+    if not log.exists():
+        return []
+    entries = []
+    with open(log, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                entry = StagedFile(**json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                continue
+            if entry.seq > after_seq:
+                entries.append(entry)
+    return entries
+
+
+def current_entries(paths: LakePaths) -> dict[str, StagedFile]:
+    """The latest log entry of every landing file."""
+    return {entry.landing_file: entry for entry in read_log(paths)}
+
+
+def _append_log(paths: LakePaths, entry: StagedFile) -> StagedFile:
+    with _log_lock(paths):
+        last = read_log(paths)
+        seq = (last[-1].seq if last else 0) + 1
+        entry = StagedFile(**{**entry.__dict__, "seq": seq})
+        with open(_log_path(paths), "a", encoding="utf-8") as handle:
+            handle.write(entry.to_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    return entry
+
+
+def _file_id(relative: str) -> str:
+    """A file-system-safe, unique name for a landing file (its name is data, never a path)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", relative)[-80:].lstrip(".")
+    return f"{slug}-{hashlib.sha256(relative.encode()).hexdigest()[:12]}"
+
+
+def _json_columns_sql() -> str:
+    return "{" + ", ".join(f"{sql_literal(name)}: 'JSON'" for name in FIELD_NAMES) + "}"
+
+
+def _raw_lines_source(path: Path) -> str:
+    """SQL for a JSONL file read line by line (the slow path, used when a file has bad lines)."""
+    return (
+        f"SELECT line AS raw_line, NULL::VARCHAR AS source_ref FROM read_csv({sql_literal(str(path))}, "
+        "columns = {'line': 'VARCHAR'}, header = false, delim = '\\0', quote = '', escape = '', "
+        f"auto_detect = false, max_line_size = {MAX_LINE_BYTES}) WHERE line IS NOT NULL AND trim(line) <> ''"
+    )
+
+
+def _parsed_lines_sql(source_sql: str, max_record_bytes: int) -> str:
+    """Parse raw lines into JSON-text field columns; bad or oversized lines keep a parse_error."""
+    spec = "{" + ", ".join(f'"{name}": "JSON"' for name in FIELD_NAMES) + "}"
+    fields = ", ".join(f'CASE WHEN parse_error IS NULL THEN parsed."{name}" END AS "{name}"' for name in FIELD_NAMES)
+    return f"""
+    SELECT record_number, source_ref, parse_error,
+           CASE WHEN parse_error IS NOT NULL THEN left(raw_line, {RAW_RECORD_KEEP_BYTES}) END AS raw_record,
+           {fields}
+    FROM (
+        SELECT *, CASE WHEN parse_error IS NULL THEN json_transform(raw_line, {sql_literal(spec)}) END AS parsed
+        FROM (
+            SELECT row_number() OVER () AS record_number, raw_line, source_ref,
+                   CASE
+                     WHEN raw_line IS NULL THEN 'malformed_json: empty record'
+                     WHEN strlen(raw_line) > {max_record_bytes}
+                       THEN 'oversized_payload: record of ' || strlen(raw_line) || ' bytes exceeds {max_record_bytes}'
+                     WHEN NOT json_valid(raw_line) THEN 'malformed_json: not valid JSON'
+                     WHEN json_type(raw_line) <> 'OBJECT'
+                       THEN 'malformed_json: a record must be a JSON object, got ' || json_type(raw_line)
+                   END AS parse_error
+            FROM ({source_sql})
+        )
+    )"""
+
+
+def _fields_source_sql(con: duckdb.DuckDBPyConnection, path: Path, rules: StagingRules) -> str:
+    """SQL giving record_number, source_ref, parse_error, raw_record and one JSON-text column per field."""
+    name = path.name.lower()
+    literal = sql_literal(str(path))
+    no_error = "NULL::VARCHAR AS source_ref, NULL::VARCHAR AS parse_error, NULL::VARCHAR AS raw_record"
+    if name.endswith(PARQUET_SUFFIXES):
+        columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({literal})").fetchall()}
+        if RAW_RECORD_COLUMN in columns:
+            ref = SOURCE_REF_COLUMN if SOURCE_REF_COLUMN in columns else "NULL::VARCHAR"
+            source = f"SELECT {RAW_RECORD_COLUMN}::VARCHAR AS raw_line, {ref}::VARCHAR AS source_ref FROM read_parquet({literal})"
+            return _parsed_lines_sql(source, rules.max_record_bytes)
+        fields = ", ".join(
+            f'to_json("{f}")::VARCHAR AS "{f}"' if f in columns else f'NULL::VARCHAR AS "{f}"' for f in FIELD_NAMES
+        )
+        return f"SELECT row_number() OVER () AS record_number, {no_error}, {fields} FROM read_parquet({literal})"
+    fields = ", ".join(f'"{f}"::VARCHAR AS "{f}"' for f in FIELD_NAMES)
+    return (
+        f"SELECT row_number() OVER () AS record_number, {no_error}, {fields} FROM read_json({literal}, "
+        f"columns = {_json_columns_sql()}, format = 'newline_delimited', records = true, "
+        f"maximum_object_size = {MAX_LINE_BYTES})"
+    )
+
+
+def _routed_sql(source_sql: str, landing_file: str, received_at: datetime, rules: StagingRules) -> str:
+    """Add lineage columns and the routing date (event date when usable, else arrival date)."""
+    received = sql_literal(received_at.isoformat())
+    latest = sql_literal((received_at + rules.max_future_skew).isoformat())
+    return f"""
+    SELECT {sql_literal(landing_file)} AS source_file, {received}::TIMESTAMPTZ AS received_at, src.*,
+           CASE
+             WHEN parse_error IS NULL AND json_type("timestamp") = 'VARCHAR'
+                  AND TRY_CAST("timestamp"->>'$' AS TIMESTAMPTZ) <= {latest}::TIMESTAMPTZ
+                  AND TRY_CAST("timestamp"->>'$' AS TIMESTAMPTZ) >= {sql_literal(rules.first_date.isoformat())}::TIMESTAMPTZ
+             THEN CAST(TRY_CAST("timestamp"->>'$' AS TIMESTAMPTZ) AS DATE)
+             ELSE CAST({received}::TIMESTAMPTZ AS DATE)
+           END AS event_date
+    FROM ({source_sql}) AS src"""
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def stage_file(paths: LakePaths, path: Path, rules: StagingRules) -> StagedFile:
+    """Split one landing file by routing date into staging Parquet and commit it to the log."""
+    relative = path.relative_to(paths.landing).as_posix()
+    stat = path.stat()
+    received_at = datetime.now(timezone.utc)
+    token = uuid.uuid4().hex[:8]
+    out_dir = paths.staging / f".tmp-{token}"
+    con = _connect()
+    try:
+        try:
+            source = _fields_source_sql(con, path, rules)
+            con.execute(f"CREATE TEMP TABLE staged AS {_routed_sql(source, relative, received_at, rules)}")
+        except duckdb.InvalidInputException:
+            # The fast reader refuses files with bad lines; read them line by line so each bad line is kept.
+            if path.name.lower().endswith(PARQUET_SUFFIXES):
+                raise
+            source = _parsed_lines_sql(_raw_lines_source(path), rules.max_record_bytes)
+            con.execute(f"CREATE TEMP TABLE staged AS {_routed_sql(source, relative, received_at, rules)}")
+        counts = dict(con.execute("SELECT event_date::VARCHAR, count(*) FROM staged GROUP BY 1 ORDER BY 1").fetchall())
+        staged: dict[str, str] = {}
+        if counts:
+            con.execute(
+                f"COPY staged TO {sql_literal(str(out_dir))} (FORMAT parquet, COMPRESSION zstd, "
+                "PARTITION_BY (event_date), FILENAME_PATTERN 'part_{i}')"
+            )
+            file_id = f"{_file_id(relative)}-{token}"
+            for day in counts:
+                final = paths.staging / f"event_date={day}" / f"{file_id}.parquet"
+                final.parent.mkdir(parents=True, exist_ok=True)
+                parts = sorted((out_dir / f"event_date={day}").glob("*.parquet"))
+                if len(parts) != 1:
+                    raise RuntimeError(f"expected one staged part for {relative} on {day}, found {len(parts)}")
+                os.replace(parts[0], final)
+                staged[day] = final.relative_to(paths.staging).as_posix()
+    finally:
+        con.close()
+        shutil.rmtree(out_dir, ignore_errors=True)
+    entry = StagedFile(
+        seq=0,
+        landing_file=relative,
+        size=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
+        staged_at=received_at.isoformat(),
+        records=int(sum(counts.values())),
+        dates={day: int(n) for day, n in counts.items()},
+        staged=staged,
+    )
+    return _append_log(paths, entry)
+
+
+def pending_landing_files(paths: LakePaths) -> list[Path]:
+    """Landing files never staged, or changed since they were."""
+    known = current_entries(paths)
+    pending = []
+    for path in list_landing_files(paths):
+        entry = known.get(path.relative_to(paths.landing).as_posix())
+        stat = path.stat()
+        if entry is None or (entry.size, entry.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+            pending.append(path)
+    return pending
+
+
+def stage_pending(paths: LakePaths, rules: StagingRules, max_files: int | None = None) -> list[StagedFile]:
+    """Stage every pending landing file (at most max_files); idempotent and safe to run concurrently."""
+    pending = pending_landing_files(paths)
+    return [stage_file(paths, path, rules) for path in pending[:max_files]]
+
+
+def staged_files_for(paths: LakePaths, event_date: str) -> list[Path]:
+    """Staged Parquet of one date, from the latest log entry of each landing file, in landing-file order."""
+    entries = sorted(current_entries(paths).values(), key=lambda e: e.landing_file)
+    return [paths.staging / e.staged[event_date] for e in entries if event_date in e.staged]

@@ -1,0 +1,255 @@
+"""Validate one day of staged records, vectorized in DuckDB, into accepted events and quarantine rows.
+
+Every staged record ends in exactly one of three places: accepted (a row of OUTCOME_EVENT_SCHEMA),
+quarantined (with `reason` = the first rule it breaks and `details` = every rule it breaks), or dropped as a
+duplicate of an accepted event with the same event_id (the first by landing file and record number wins).
+`received = accepted + quarantined + duplicates` holds for every run and is checked before anything is written.
+
+The checks are generated from `schema.EVENT_FIELDS`; field names are constants of this module, and every
+value from the data is compared as data, never spliced into SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from learning_pipeline.lib.lake import publish, tmp_path_for
+from learning_pipeline.lib.schema import (
+    DUCKDB_TYPES,
+    EVENT_FIELDS,
+    REJECT_REASONS,
+    SEVERITIES,
+    STATUSES,
+    EventField,
+)
+from learning_pipeline.lib.staging import StagingRules
+from learning_pipeline.lib.warehouse import sql_literal
+
+MAX_NAME_LENGTH = 256
+NAME_FIELDS = ("agent_name", "agent_type", "action_type", "task_type")
+_NUMBER_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE')"
+_INTEGER_TYPES = "('BIGINT', 'UBIGINT')"
+
+
+@dataclass(frozen=True)
+class PartitionCounts:
+    received: int
+    accepted: int
+    quarantined: int
+    duplicates: int
+    by_reason: dict[str, int]
+
+    def balanced(self) -> bool:
+        return self.received == self.accepted + self.quarantined + self.duplicates
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _present(f: EventField) -> str:
+    return f"({_q(f.name)} IS NOT NULL AND json_type({_q(f.name)}) <> 'NULL')"
+
+
+def _type_ok(f: EventField) -> str:
+    col = _q(f.name)
+    return {
+        "string": f"json_type({col}) = 'VARCHAR'",
+        "timestamp": f"json_type({col}) = 'VARCHAR' AND TRY_CAST({col}->>'$' AS TIMESTAMPTZ) IS NOT NULL",
+        "double": f"json_type({col}) IN {_NUMBER_TYPES}",
+        "integer": f"json_type({col}) IN {_INTEGER_TYPES} AND TRY_CAST({col} AS BIGINT) IS NOT NULL",
+        "json": "true",
+        "object": f"json_type({col}) = 'OBJECT'",
+        "string_list": f"json_type({col}) = 'ARRAY' AND list_bool_and(list_transform(json_type({col}, '$[*]'), "
+        "lambda t: t = 'VARCHAR')) IS NOT false",
+    }[f.kind]
+
+
+_EXPECTED = {
+    "string": "a string",
+    "timestamp": "an ISO-8601 time string",
+    "double": "a number",
+    "integer": "an integer",
+    "object": "a JSON object",
+    "string_list": "a list of strings",
+}
+
+
+def typed_value_sql(f: EventField) -> str:
+    """The typed value of a field whose presence and type were checked."""
+    col = _q(f.name)
+    return {
+        "string": f"{col}->>'$'",
+        "timestamp": f"TRY_CAST({col}->>'$' AS TIMESTAMPTZ)",
+        "double": f"TRY_CAST({col} AS DOUBLE)",
+        "integer": f"TRY_CAST({col} AS BIGINT)",
+        "json": f"{col}",
+        "object": f"{col}",
+        "string_list": f"from_json({col}, '[\"VARCHAR\"]')",
+    }[f.kind]
+
+
+def _range_check(f: EventField) -> str | None:
+    value = typed_value_sql(f)
+    conditions = []
+    if f.minimum is not None:
+        conditions.append(f"{value} {'<=' if f.exclusive_minimum else '<'} {f.minimum}")
+    if f.maximum is not None:
+        conditions.append(f"{value} > {f.maximum}")
+    if f.kind == "double":
+        conditions.append(f"isnan({value}) OR isinf({value})")
+    if f.name in NAME_FIELDS:
+        conditions.append(f"length({value}) > {MAX_NAME_LENGTH}")
+    if f.required and f.kind == "string":
+        conditions.append(f"trim({value}) = ''")
+    if not conditions:
+        return None
+    bounds = []
+    if f.minimum is not None:
+        bounds.append(f"{'>' if f.exclusive_minimum else '>='} {f.minimum:g}")
+    if f.maximum is not None:
+        bounds.append(f"<= {f.maximum:g}")
+    if f.name in NAME_FIELDS:
+        bounds.append(f"at most {MAX_NAME_LENGTH} characters")
+    if f.required and f.kind == "string":
+        bounds.append("not blank")
+    message = f"out_of_range: {f.name} must be {' and '.join(bounds) or 'finite'}"
+    return f"CASE WHEN {' OR '.join(conditions)} THEN {sql_literal(message)} END"
+
+
+def error_list_sql(rules: StagingRules) -> str:
+    """A DuckDB list of every rule a staged record breaks, in REJECT_REASONS order."""
+    checks: list[str] = []
+    payload = " + ".join(f"coalesce(strlen({_q(f.name)}), 0)" for f in EVENT_FIELDS)
+    checks.append(
+        f"CASE WHEN ({payload}) > {rules.max_record_bytes} THEN 'oversized_payload: record of ' || "
+        f"({payload}) || ' bytes exceeds {rules.max_record_bytes}' END"
+    )
+    for f in EVENT_FIELDS:
+        if f.required:
+            checks.append(f"CASE WHEN NOT {_present(f)} THEN {sql_literal(f'missing_required_field: {f.name}')} END")
+    for f in EVENT_FIELDS:
+        if f.kind == "json":
+            continue
+        message = f"'wrong_type: {f.name} must be {_EXPECTED[f.kind]}, got ' || lower(json_type({_q(f.name)}))"
+        checks.append(f"CASE WHEN {_present(f)} AND NOT ({_type_ok(f)}) THEN {message} END")
+    for f in EVENT_FIELDS:
+        range_check = _range_check(f)
+        if range_check:
+            checks.append(f"CASE WHEN {_present(f)} AND ({_type_ok(f)}) THEN {range_check} END")
+    statuses = ", ".join(sql_literal(s) for s in STATUSES)
+    severities = ", ".join(sql_literal(s) for s in SEVERITIES)
+    checks.append(
+        "CASE WHEN json_type(status) = 'VARCHAR' AND lower(trim(status->>'$')) NOT IN "
+        f"({statuses}) THEN 'unknown_status: ' || left(status->>'$', 80) END"
+    )
+    checks.append(
+        "CASE WHEN json_type(severity) = 'VARCHAR' AND lower(trim(severity->>'$')) NOT IN "
+        f"({severities}) THEN 'unknown_severity: ' || left(severity->>'$', 80) END"
+    )
+    event_time = typed_value_sql(next(f for f in EVENT_FIELDS if f.name == "timestamp"))
+    skew_seconds = int(rules.max_future_skew.total_seconds())
+    checks.append(
+        f"CASE WHEN {event_time} > received_at + INTERVAL {skew_seconds} SECOND THEN "
+        f"'future_timestamp: ' || strftime({event_time}, '%Y-%m-%dT%H:%M:%SZ') || ' is more than "
+        f"{skew_seconds} s after arrival' END"
+    )
+    checks.append(
+        f"CASE WHEN {event_time} < {sql_literal(rules.first_date.isoformat())}::TIMESTAMPTZ THEN "
+        f"'before_first_partition: ' || strftime({event_time}, '%Y-%m-%d') || ' is before "
+        f"{rules.first_date.isoformat()}' END"
+    )
+    # A record that could not be parsed has only its parse error; its fields are all missing.
+    return (
+        f"CASE WHEN parse_error IS NOT NULL THEN [parse_error] "
+        f"ELSE list_filter([{', '.join(checks)}], lambda e: e IS NOT NULL) END"
+    )
+
+
+def _accepted_select() -> str:
+    columns = []
+    for f in EVENT_FIELDS:
+        value = typed_value_sql(f)
+        if f.name in ("status", "severity"):
+            value = f"lower(trim({value}))"
+        columns.append(f"CAST({value} AS {DUCKDB_TYPES[f.kind]}) AS {_q(f.name)}")
+    columns += ["source_file", "record_number", "received_at"]
+    return ", ".join(columns)
+
+
+def _quarantine_select() -> str:
+    raw = "coalesce(raw_record, to_json(struct_pack(" + ", ".join(
+        f"{_q(f.name)} := {_q(f.name)}::JSON" for f in EVENT_FIELDS
+    ) + "))::VARCHAR)"
+    return (
+        "source_file, record_number, source_ref, received_at, "
+        "split_part(errors[1], ':', 1) AS reason, array_to_string(errors, '; ') AS details, "
+        "CASE WHEN json_type(event_id) = 'VARCHAR' THEN event_id->>'$' END AS event_id, "
+        f"left({raw}, 65536) AS raw_record"
+    )
+
+
+def _copy_atomic(con: duckdb.DuckDBPyConnection, select_sql: str, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(final)
+    try:
+        con.execute(f"COPY ({select_sql}) TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
+        publish(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def validate_partition(
+    con: duckdb.DuckDBPyConnection,
+    staged_files: list[Path],
+    rules: StagingRules,
+    accepted_path: Path,
+    quarantine_path: Path,
+) -> PartitionCounts:
+    """Validate and de-duplicate one day's staged files and publish both outputs atomically."""
+    con.execute("SET TimeZone = 'UTC'")
+    accepted_cast = ", ".join(f"CAST(NULL AS {DUCKDB_TYPES[f.kind]}) AS {_q(f.name)}" for f in EVENT_FIELDS)
+    if staged_files:
+        files = "[" + ", ".join(sql_literal(str(p)) for p in staged_files) + "]"
+        source = f"SELECT * EXCLUDE (event_date) FROM read_parquet({files}, union_by_name = true, hive_partitioning = true)"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS SELECT *, {error_list_sql(rules)} AS errors FROM ({source})")
+        accepted = (
+            f"SELECT {_accepted_select()} FROM checked WHERE len(errors) = 0 "
+            "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source_file, record_number) = 1 "
+            "ORDER BY \"timestamp\", event_id"
+        )
+        quarantined = f"SELECT {_quarantine_select()} FROM checked WHERE len(errors) > 0 ORDER BY source_file, record_number"
+    else:
+        accepted = (
+            f"SELECT {accepted_cast}, NULL::VARCHAR AS source_file, NULL::BIGINT AS record_number, "
+            "NULL::TIMESTAMPTZ AS received_at LIMIT 0"
+        )
+        quarantined = (
+            "SELECT NULL::VARCHAR AS source_file, NULL::BIGINT AS record_number, NULL::VARCHAR AS source_ref, "
+            "NULL::TIMESTAMPTZ AS received_at, NULL::VARCHAR AS reason, NULL::VARCHAR AS details, "
+            "NULL::VARCHAR AS event_id, NULL::VARCHAR AS raw_record LIMIT 0"
+        )
+        con.execute("CREATE OR REPLACE TEMP TABLE checked AS SELECT NULL::VARCHAR[] AS errors LIMIT 0")
+
+    received = con.execute("SELECT count(*) FROM checked").fetchone()[0]
+    by_reason = dict(
+        con.execute(
+            "SELECT split_part(errors[1], ':', 1), count(*) FROM checked WHERE len(errors) > 0 GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    )
+    quarantined_n = sum(by_reason.values())
+    valid_n = received - quarantined_n
+    accepted_n = con.execute("SELECT count(DISTINCT event_id->>'$') FROM checked WHERE len(errors) = 0").fetchone()[0]
+    counts = PartitionCounts(received, accepted_n, quarantined_n, valid_n - accepted_n, by_reason)
+    unknown = set(by_reason) - set(REJECT_REASONS)
+    if unknown or not counts.balanced():
+        raise RuntimeError(f"validation lost track of records: {counts}, unknown reasons {sorted(unknown)}")
+
+    _copy_atomic(con, accepted, accepted_path)
+    _copy_atomic(con, quarantined, quarantine_path)
+    con.execute("DROP TABLE checked")
+    return counts
+
