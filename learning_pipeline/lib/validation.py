@@ -211,28 +211,23 @@ def validate_partition(
 ) -> PartitionCounts:
     """Validate and de-duplicate one day's staged files and publish both outputs atomically."""
     con.execute("SET TimeZone = 'UTC'")
-    accepted_cast = ", ".join(f"CAST(NULL AS {DUCKDB_TYPES[f.kind]}) AS {_q(f.name)}" for f in EVENT_FIELDS)
     if staged_files:
         files = "[" + ", ".join(sql_literal(str(p)) for p in staged_files) + "]"
         source = f"SELECT * EXCLUDE (event_date) FROM read_parquet({files}, union_by_name = true, hive_partitioning = true)"
         con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS SELECT *, {error_list_sql(rules)} AS errors FROM ({source})")
-        accepted = (
-            f"SELECT {_accepted_select()} FROM checked WHERE len(errors) = 0 "
-            "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source_file, record_number) = 1 "
-            "ORDER BY \"timestamp\", event_id"
-        )
-        quarantined = f"SELECT {_quarantine_select()} FROM checked WHERE len(errors) > 0 ORDER BY source_file, record_number"
     else:
-        accepted = (
-            f"SELECT {accepted_cast}, NULL::VARCHAR AS source_file, NULL::BIGINT AS record_number, "
-            "NULL::TIMESTAMPTZ AS received_at LIMIT 0"
+        fields = ", ".join(f"NULL::VARCHAR AS {_q(f.name)}" for f in EVENT_FIELDS)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE checked AS SELECT NULL::VARCHAR AS source_file, NULL::BIGINT AS record_number, "
+            "NULL::VARCHAR AS source_ref, NULL::TIMESTAMPTZ AS received_at, NULL::VARCHAR AS parse_error, "
+            f"NULL::VARCHAR AS raw_record, {fields}, NULL::VARCHAR[] AS errors LIMIT 0"
         )
-        quarantined = (
-            "SELECT NULL::VARCHAR AS source_file, NULL::BIGINT AS record_number, NULL::VARCHAR AS source_ref, "
-            "NULL::TIMESTAMPTZ AS received_at, NULL::VARCHAR AS reason, NULL::VARCHAR AS details, "
-            "NULL::VARCHAR AS event_id, NULL::VARCHAR AS raw_record LIMIT 0"
-        )
-        con.execute("CREATE OR REPLACE TEMP TABLE checked AS SELECT NULL::VARCHAR[] AS errors LIMIT 0")
+    accepted = (
+        f"SELECT {_accepted_select()} FROM checked WHERE len(errors) = 0 "
+        "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source_file, record_number) = 1 "
+        'ORDER BY "timestamp", event_id'
+    )
+    quarantined = f"SELECT {_quarantine_select()} FROM checked WHERE len(errors) > 0 ORDER BY source_file, record_number"
 
     received = con.execute("SELECT count(*) FROM checked").fetchone()[0]
     by_reason = dict(

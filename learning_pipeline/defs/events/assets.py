@@ -105,6 +105,5 @@ def outcome_events(context: dg.AssetExecutionContext, lake: LakeResource):
 ingest_job = dg.define_asset_job(
     "ingest_outcome_events",
     selection=dg.AssetSelection.assets("outcome_events", "quarantined_events"),
-    partitions_def=daily_partitions,
     description="Validate and de-duplicate the landed events of one day.",
 )
