@@ -352,4 +352,4 @@ class SqlProject:
     ):
         """Run `name` and its upstream, then return the model's rows as an Arrow table."""
         self.run(con, select=[name], vars=vars)
-        return con.execute(f"SELECT * FROM {_quote_ident(name)}").fetch_arrow_table()
+        return con.execute(f"SELECT * FROM {_quote_ident(name)}").to_arrow_table()

@@ -1,0 +1,155 @@
+"""agent_posteriors (Thompson-sampling beliefs) and agent_recommendations (top-k per task type / context)."""
+
+import base64
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+import dagster as dg  # noqa: E402
+
+from learning_pipeline.defs.resources import LakeResource  # noqa: E402
+from learning_pipeline.defs.stats.assets import stats_connection  # noqa: E402
+from learning_pipeline.lib.lake import LakePaths, write_bytes_atomic, write_parquet_atomic  # noqa: E402
+from learning_pipeline.lib.thompson import ALL, Recommender, compute_posteriors, decay_factor  # noqa: E402
+
+PARAMS_FILE = "_params.json"  # priors and decay of the current posteriors, beside the Parquet file
+
+
+class PosteriorConfig(dg.Config):
+    alpha0: float = 1.0
+    beta0: float = 1.0
+    half_life_days: float | None = None  # None: no decay
+    as_of: str | None = None  # reference day for decay; default: the latest event day
+    n_samples: int = 2000
+    seed: int = 0
+
+
+class RecommendationConfig(dg.Config):
+    top_k: int = 3
+    mode: str = "mean"  # "mean" (deterministic) or "thompson" (one posterior sample per agent)
+    seed: int = 0
+
+
+def read_params(paths: LakePaths) -> dict:
+    path = paths.table("agent_posteriors") / PARAMS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def posterior_plot(post: pd.DataFrame, path: Path, max_tasks: int = 12) -> Path:
+    """Posterior mean and 95% interval per agent, one panel row per task type (task level)."""
+    broad = post[(post["context_key"] == ALL) & (post["task_type"] != ALL)]
+    tasks = sorted(broad["task_type"].unique())[:max_tasks]
+    fig, ax = plt.subplots(figsize=(10, max(2.5, 0.5 * len(broad[broad["task_type"].isin(tasks)]))))
+    y = 0
+    ticks, labels = [], []
+    for task in tasks:
+        rows = broad[broad["task_type"] == task].sort_values("mean")
+        for _, r in rows.iterrows():
+            ax.errorbar(r["mean"], y, xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], fmt="o",
+                        color="C1" if r["p_best"] == rows["p_best"].max() else "C0")
+            ticks.append(y)
+            labels.append(f"{task} / {r['agent_name']}  P(best)={r['p_best']:.2f}")
+            y += 1
+        y += 1
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("posterior mean of success with 95% credible interval")
+    ax.set_title("agent_posteriors (task level)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+@dg.asset(
+    deps=[dg.AssetDep("agent_daily_stats")],
+    kinds={"duckdb", "numpy", "parquet"},
+    group_name="bandit",
+    description="Beta(alpha, beta) per (task_type, context bucket, agent) with mean, 95% credible interval "
+    "and P(best) within each group; task_type '*' pools all task types.",
+)
+def agent_posteriors(config: PosteriorConfig, lake: LakeResource) -> dg.MaterializeResult:
+    paths = lake.paths
+    with stats_connection(paths) as con:
+        names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "agent_daily_stats" not in names:
+            raise dg.Failure("no daily aggregates in the lake yet: materialize agent_daily_stats first")
+        daily = con.execute("SELECT * FROM agent_daily_stats").df()
+    post = compute_posteriors(
+        daily, alpha0=config.alpha0, beta0=config.beta0, half_life_days=config.half_life_days,
+        as_of=config.as_of, n_samples=config.n_samples, seed=config.seed,
+    )
+    write_parquet_atomic(paths.table("agent_posteriors") / "data.parquet", pa.Table.from_pandas(post, preserve_index=False))
+    params = {"alpha0": config.alpha0, "beta0": config.beta0, "half_life_days": config.half_life_days,
+              "decay_factor": decay_factor(config.half_life_days), "as_of": config.as_of}
+    write_bytes_atomic(paths.table("agent_posteriors") / PARAMS_FILE, json.dumps(params).encode())
+    plot = posterior_plot(post, paths.root / "plots" / "agent_posteriors.png")
+    broad = post[(post["context_key"] == ALL) & (post["task_type"] != ALL)]
+    best = broad.sort_values("p_best", ascending=False).groupby("task_type").head(1).sort_values("task_type")
+    summary = best[["task_type", "agent_name", "mean", "ci_low", "ci_high", "p_best", "n_events"]].head(30)
+    image = base64.b64encode(plot.read_bytes()).decode()
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(post),
+            "task_types": int(broad["task_type"].nunique()),
+            "agents": int(post["agent_name"].nunique()),
+            "priors": dg.MetadataValue.json(params),
+            "best_agent_per_task": dg.MetadataValue.md(summary.to_markdown(index=False, floatfmt=".3f") if len(summary) else "(empty)"),
+            "plot": dg.MetadataValue.md(f"![agent posteriors](data:image/png;base64,{image})"),
+            "plot_path": dg.MetadataValue.path(str(plot)),
+        }
+    )
+
+
+def recommendations_table(post: pd.DataFrame, top_k: int, mode: str, seed: int) -> pd.DataFrame:
+    rec = Recommender(post)
+    groups = post[["task_type", "context_key", "context_value"]].drop_duplicates().reset_index(drop=True)
+    rows = np.array([rec._row[tuple(g)] for g in groups.itertuples(index=False)], dtype=np.int64)
+    batch = rec.recommend_rows(rows, top_k=top_k, mode=mode, rng=np.random.default_rng(seed))
+    frame = batch.to_frame()
+    keys = groups.iloc[frame["request_index"].to_numpy()].reset_index(drop=True)
+    out = pd.concat([keys, frame.drop(columns="request_index")], axis=1)
+    out["mode"] = mode
+    out["generated_at"] = datetime.now(timezone.utc)
+    return out
+
+
+@dg.asset(
+    deps=[dg.AssetDep("agent_posteriors")],
+    kinds={"numpy", "parquet"},
+    group_name="bandit",
+    description="Top-k agents per (task_type, context bucket), from agent_posteriors.",
+)
+def agent_recommendations(config: RecommendationConfig, lake: LakeResource) -> dg.MaterializeResult:
+    paths = lake.paths
+    source = paths.table("agent_posteriors") / "data.parquet"
+    if not source.exists():
+        raise dg.Failure("agent_posteriors has not been materialized yet")
+    post = pd.read_parquet(source)
+    params = read_params(paths)
+    if config.mode not in ("mean", "thompson"):
+        raise dg.Failure(f"mode must be 'mean' or 'thompson', not {config.mode!r}")
+    table = recommendations_table(post, config.top_k, config.mode, config.seed)
+    write_parquet_atomic(paths.table("agent_recommendations") / "data.parquet", pa.Table.from_pandas(table, preserve_index=False))
+    top1 = table[(table["rank"] == 1) & (table["context_key"] == ALL)].head(30)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(table),
+            "priors": dg.MetadataValue.json(params),
+            "top1_per_task": dg.MetadataValue.md(
+                top1[["task_type", "agent_name", "score", "model_score"]].to_markdown(index=False, floatfmt=".3f")
+                if len(top1) else "(empty)"
+            ),
+        }
+    )
