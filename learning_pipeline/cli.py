@@ -1,0 +1,111 @@
+"""The `learning-pipeline` command. Each subcommand is one `add_<name>` function registering its parser."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+DATA_DIR_ENV = "LEARNING_PIPELINE_DATA_DIR"
+
+
+def default_data_dir() -> str:
+    return os.environ.get(DATA_DIR_ENV, "data")
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        default=default_data_dir(),
+        help=f"data directory (default: ${DATA_DIR_ENV} or ./data)",
+    )
+
+
+def _share(value: str) -> float:
+    share = float(value)
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError("must be within [0, 1]")
+    return share
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return number
+
+
+# -- simulate ----------------------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from learning_pipeline.lib.simulate import SimulationConfig, write_simulation
+
+    config = SimulationConfig(
+        days=args.days,
+        events_per_day=args.events_per_day,
+        seed=args.seed,
+        end_date=args.end_date,
+        propensities=args.propensities,
+        malformed_share=args.malformed_share,
+        duplicate_share=args.duplicate_share,
+        switch_day=args.switch_day,
+        file_events=args.file_events,
+    )
+    result = write_simulation(config, args.data_dir)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"wrote {summary['files']} files to {os.path.join(os.path.abspath(args.data_dir), 'landing')}")
+    print(f"  events:      {summary['events']} valid ({config.start_date} .. {config.end_date})")
+    print(f"  duplicates:  {summary['duplicates']} re-delivered copies")
+    kinds = ", ".join(f"{k}={v}" for k, v in summary["bad_by_kind"].items()) or "none"
+    print(f"  bad records: {summary['bad_records']} ({kinds})")
+    print(f"  lines:       {summary['lines']} ({summary['bytes'] / 1e6:.1f} MB)")
+    print(f"  truth:       {summary['truth_path']}")
+    return 0
+
+
+def add_simulate(subparsers) -> None:
+    p = subparsers.add_parser("simulate", help="write simulated outcome events into the landing zone")
+    add_data_dir(p)
+    p.add_argument("--days", type=_positive, default=14)
+    p.add_argument("--events-per-day", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--end-date", default=None, help="last simulated day, YYYY-MM-DD (default: today UTC)")
+    p.add_argument("--propensities", action="store_true", help="route by a logging policy and record propensities")
+    p.add_argument("--malformed-share", type=_share, default=0.0, help="extra bad records, share of events")
+    p.add_argument("--duplicate-share", type=_share, default=0.0, help="extra re-delivered copies, share of events")
+    p.add_argument("--switch-day", type=int, default=None, help="day index (0 = first day) the best agents change")
+    p.add_argument("--file-events", type=_positive, default=100_000, help="max lines per landing file")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_simulate)
+
+
+# Each entry registers one subcommand; new subcommands add one function here.
+SUBCOMMANDS: list[Callable] = [add_simulate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="learning-pipeline", description="Close the learning loop of multi-agent LLM systems."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as exc:
+        print(f"learning-pipeline {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
