@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import duckdb
@@ -46,11 +47,19 @@ def lake_connection(paths: LakePaths) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def refresh_warehouse_views(paths: LakePaths) -> list[str]:
+def refresh_warehouse_views(paths: LakePaths, lock_timeout_seconds: float = 60.0) -> list[str]:
     """Write the lake views into the warehouse file so `duckdb data/warehouse.duckdb` can query them.
 
-    Callers run under the `duckdb_warehouse` Dagster pool, so only one process writes the file at a time.
+    Callers run under the `duckdb_warehouse` Dagster pool, so only one process writes the file at a time;
+    a run launched outside the pool (e.g. in-process) waits for the file lock instead of failing.
     """
     Path(paths.warehouse).parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(paths.warehouse)) as con:
-        return attach_lake_views(con, paths)
+    deadline = time.monotonic() + lock_timeout_seconds
+    while True:
+        try:
+            with duckdb.connect(str(paths.warehouse)) as con:
+                return attach_lake_views(con, paths)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
