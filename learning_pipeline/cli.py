@@ -83,8 +83,57 @@ def add_simulate(subparsers) -> None:
     p.set_defaults(func=cmd_simulate)
 
 
+# -- consume -----------------------------------------------------------------------------------
+def cmd_consume(args: argparse.Namespace) -> int:
+    import logging
+
+    from learning_pipeline.lib.kafka_io import KafkaSettings, run_until_signalled
+    from learning_pipeline.lib.lake import LakePaths
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {
+        key: value
+        for key, value in (
+            ("bootstrap_servers", args.bootstrap_servers),
+            ("topic", args.topic),
+            ("group_id", args.group),
+            ("batch_size", args.batch_size),
+            ("batch_timeout", args.batch_timeout),
+        )
+        if value is not None
+    }
+    settings = KafkaSettings.from_env(**overrides)
+    landing = LakePaths.at(args.data_dir).ensure().landing
+    print(
+        f"consuming {settings.topic} from {settings.bootstrap_servers} (group {settings.group_id}) into {landing}; "
+        "Ctrl-C or SIGTERM to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+    result = run_until_signalled(settings, landing, max_batches=args.max_batches)
+    summary = result.as_dict()
+    print(json.dumps(summary) if args.json else " ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
+    return 0
+
+
+def add_consume(subparsers) -> None:
+    p = subparsers.add_parser(
+        "consume",
+        help="consume outcome events from Kafka into the landing zone until SIGINT/SIGTERM (needs the kafka extra)",
+    )
+    add_data_dir(p)
+    p.add_argument("--bootstrap-servers", default=None, help="default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092")
+    p.add_argument("--topic", default=None, help="default: $KAFKA_OUTCOME_TOPIC or agent-outcomes")
+    p.add_argument("--group", default=None, help="consumer group (default: $KAFKA_CONSUMER_GROUP or learning-pipeline)")
+    p.add_argument("--batch-size", type=_positive, default=None, help="max messages per landed batch ($MODEL_BATCH_SIZE)")
+    p.add_argument("--batch-timeout", type=float, default=None, help="max seconds per batch ($MODEL_BATCH_TIMEOUT)")
+    p.add_argument("--max-batches", type=_positive, default=None, help="stop after this many batches")
+    p.add_argument("--json", action="store_true", help="print the final counts as JSON")
+    p.set_defaults(func=cmd_consume)
+
+
 # Each entry registers one subcommand; new subcommands add one function here.
-SUBCOMMANDS: list[Callable] = [add_simulate]
+SUBCOMMANDS: list[Callable] = [add_simulate, add_consume]
 
 
 def build_parser() -> argparse.ArgumentParser:
