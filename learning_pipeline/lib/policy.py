@@ -6,15 +6,9 @@ row per (task_type, agent) with context_key = context_value = '*', plus one row 
 as ('complexity', 'high')), optionally replaced by a scikit-learn contextual success model when that
 model beats the posteriors on a time-based validation split by log loss.
 
-Posterior scoring rule (documented, used both for evaluation and by the served MLflow model, so the
-registered model serves exactly what was evaluated):
-
-    logit p(task, ctx, agent) = logit mean(task, '*', agent)
-                                + sum over context keys k of  w_k * (logit mean(task, k=ctx[k], agent) - logit mean(task, '*', agent))
-    w_k = n_k / (n_k + bucket_shrinkage)     (n_k = events in that bucket)
-
-An agent never seen for a task type starts at the prior mean; an unknown task type falls back to each
-agent's pooled mean over all task types.
+Posterior scoring: `thompson.Recommender` in mean mode (the same fallback chain as the served
+recommendations: most specific context bucket -> task level -> pooled -> prior). The registered MLflow
+model wraps this same object, so it serves exactly what was evaluated.
 """
 
 from __future__ import annotations
@@ -50,16 +44,6 @@ POSTERIOR_COLUMNS = (
 )
 BROAD = "*"
 DEFAULT_CONTEXT_KEYS = ("complexity", "domain")
-_EPS = 1e-4
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, _EPS, 1 - _EPS)
-    return np.log(p / (1 - p))
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def check_posteriors(posteriors: pd.DataFrame) -> None:
@@ -81,7 +65,6 @@ class RoutingPolicy:
     agents: tuple[str, ...]
     context_keys: tuple[str, ...] = DEFAULT_CONTEXT_KEYS
     prior_mean: float = 0.5
-    bucket_shrinkage: float = 20.0
     params: dict[str, Any] = field(default_factory=dict)
     model: Any = None  # fitted scikit-learn classifier over (task_type, context keys, agent) or None
     model_kind: str = "posteriors"
@@ -95,25 +78,17 @@ class RoutingPolicy:
 
     # ---- scoring -------------------------------------------------------------------------------
     def _build_index(self) -> None:
+        from learning_pipeline.lib import thompson
+
         post = self.posteriors
-        broad = post[(post["context_key"] == BROAD) & (post["context_value"] == BROAD)]
+        alpha0 = float(self.params.get("alpha0", 1.0))
+        beta0 = float(self.params.get("beta0", 1.0))
+        self.prior_mean = alpha0 / (alpha0 + beta0)
+        self._recommender = thompson.Recommender(post, alpha0=alpha0, beta0=beta0, agents=self.agents)
+        broad = post[(post["context_key"] == BROAD) & (post["context_value"] == BROAD) & (post["task_type"] != BROAD)]
         self._broad_mean = broad.pivot_table(index="task_type", columns="agent_name", values="mean", aggfunc="mean")
         self._broad_mean = self._broad_mean.reindex(columns=list(self.agents))
         self._known_tasks = set(self._broad_mean.index)
-        # pooled per-agent fallback for unknown task types
-        weights = broad["n_events"].astype(float).clip(lower=1e-9)
-        pooled = (broad["mean"] * weights).groupby(broad["agent_name"]).sum() / weights.groupby(broad["agent_name"]).sum()
-        self._pooled = pooled.reindex(list(self.agents)).fillna(self.prior_mean).to_numpy()
-        self._buckets: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
-        for key in self.context_keys:
-            rows = post[post["context_key"] == key]
-            if rows.empty:
-                continue
-            mean = rows.pivot_table(index=["task_type", "context_value"], columns="agent_name", values="mean",
-                                    aggfunc="mean").reindex(columns=list(self.agents))
-            count = rows.pivot_table(index=["task_type", "context_value"], columns="agent_name", values="n_events",
-                                     aggfunc="sum").reindex(columns=list(self.agents))
-            self._buckets[key] = (mean, count)
 
     def _contexts_frame(self, contexts: pd.DataFrame) -> pd.DataFrame:
         frame = pd.DataFrame({"task_type": contexts["task_type"].astype(object).where(contexts["task_type"].notna(), "unspecified")})
@@ -122,23 +97,9 @@ class RoutingPolicy:
         return frame.reset_index(drop=True)
 
     def posterior_scores(self, contexts: pd.DataFrame) -> np.ndarray:
-        """(m, k) success probabilities from the posterior table for m (task_type, context) rows."""
+        """(m, k) posterior mean success for m (task_type, context) rows (thompson.Recommender)."""
         ctx = self._contexts_frame(contexts)
-        tasks = ctx["task_type"].to_numpy()
-        base = self._broad_mean.reindex(tasks).to_numpy(dtype=float)
-        known = np.isin(tasks, list(self._known_tasks))
-        base = np.where(np.isnan(base) & known[:, None], self.prior_mean, base)
-        base = np.where(np.isnan(base), self._pooled[None, :], base)
-        logit = _logit(base)
-        total = logit.copy()
-        for key, (mean, count) in self._buckets.items():
-            idx = pd.MultiIndex.from_arrays([tasks, ctx[key].to_numpy()])
-            bm = mean.reindex(idx).to_numpy(dtype=float)
-            bn = count.reindex(idx).to_numpy(dtype=float)
-            w = np.where(np.isnan(bn), 0.0, bn / (np.nan_to_num(bn) + self.bucket_shrinkage))
-            delta = np.where(np.isnan(bm), 0.0, _logit(np.nan_to_num(bm, nan=0.5)) - logit)
-            total += w * delta
-        return _sigmoid(total)
+        return self._recommender.mean[self._recommender.resolve_batch(ctx)]
 
     def model_scores(self, contexts: pd.DataFrame) -> np.ndarray:
         ctx = self._contexts_frame(contexts)
@@ -206,8 +167,6 @@ class RoutingPolicy:
         meta = {
             "agents": list(self.agents),
             "context_keys": list(self.context_keys),
-            "prior_mean": self.prior_mean,
-            "bucket_shrinkage": self.bucket_shrinkage,
             "params": self.params,
             "model_kind": self.model_kind,
             "validation": self.validation,
@@ -230,8 +189,6 @@ class RoutingPolicy:
             posteriors=pd.read_parquet(directory / "posteriors.parquet"),
             agents=tuple(meta["agents"]),
             context_keys=tuple(meta["context_keys"]),
-            prior_mean=meta["prior_mean"],
-            bucket_shrinkage=meta["bucket_shrinkage"],
             params=meta.get("params", {}),
             model=model,
             model_kind=meta.get("model_kind", "posteriors"),
@@ -409,6 +366,7 @@ def evaluate_candidate(
     candidate: RoutingPolicy,
     champion: RoutingPolicy | None,
     events: pd.DataFrame,
+    candidate_agents: Any = None,
     n_bootstrap: int = 500,
     seed: int = 0,
     min_improvement: float = 0.02,
@@ -417,7 +375,9 @@ def evaluate_candidate(
 ) -> CycleEvaluation:
     """Evaluate candidate vs champion (or uniform random when there is none) on held-out events.
 
-    events: columns task_type, <context keys>, agent_name, reward, selection_propensity, candidate_agents.
+    events: columns task_type, <context keys>, agent_name, reward, selection_propensity (optional).
+    candidate_agents: the events' candidate lists (Arrow list array or sequence; None = not logged), else
+    an events column of that name is used.
     """
     if events.empty:
         raise ValueError("no held-out events after the cut-off")
@@ -429,8 +389,10 @@ def evaluate_candidate(
         agents=universe,
     )
     # what the router could choose from: the logged candidate set, else agents seen for the task type
-    if "candidate_agents" in events.columns:
-        listed, has_list = candidate_mask(events["candidate_agents"], universe)
+    if candidate_agents is None and "candidate_agents" in events.columns:
+        candidate_agents = events["candidate_agents"]
+    if candidate_agents is not None:
+        listed, has_list = candidate_mask(candidate_agents, universe)
     else:
         listed, has_list = np.zeros((data.n, len(universe)), bool), np.zeros(data.n, bool)
     tasks = events["task_type"].astype(object).fillna("unspecified")

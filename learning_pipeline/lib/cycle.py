@@ -1,0 +1,385 @@
+"""One learning cycle over the lake: train a candidate up to a cut-off, evaluate it after, log, register.
+
+Time split (whole UTC days, the partition grain):
+    training window   [cutoff - window_days, cutoff)      -> posteriors (+ optional contextual model)
+    held-out window   [cutoff, cutoff + eval_days)        -> off-policy evaluation of candidate vs champion
+For a daily partition D the cycle uses cutoff = D - eval_days + 1, i.e. it evaluates on the partition's
+day (and the days before it when eval_days > 1) and trains on the window before.
+
+The contextual model (scikit-learn HistGradientBoosting on task_type, context keys and agent) is fitted on
+the first part of the training window and kept only if its log loss on the last `validation_days` of the
+window beats the posteriors fitted on the same part; then it is refitted on the whole window.
+
+Tables kept in the lake (Parquet, queryable with `warehouse.lake_connection`):
+    lake/model_versions/data.parquet        rewritten from the MLflow registry after every change
+    lake/learning_events/<time>-<id>.parquet one file per learning event (evaluation, rollback)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from learning_pipeline.lib import registry, thompson
+from learning_pipeline.lib.lake import LakePaths, new_batch_name, write_parquet_atomic
+from learning_pipeline.lib.policy import (
+    DEFAULT_CONTEXT_KEYS,
+    CycleEvaluation,
+    RoutingPolicy,
+    evaluate_candidate,
+    fit_contextual_model,
+    weighted_log_loss,
+)
+from learning_pipeline.lib.sql_runner import SqlProject
+
+REWARD_SQL = {
+    # the bandit's rule (same as stg_outcome_events.reward and the posteriors)
+    "graded": "CASE status WHEN 'success' THEN 1.0 WHEN 'partial' THEN coalesce(quality_score, 0.5) ELSE 0.0 END",
+    # the plain success rate
+    "success": "CASE status WHEN 'success' THEN 1.0 ELSE 0.0 END",
+}
+
+LEARNING_EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("model_version_id", pa.string()),
+        pa.field("event_type", pa.string(), nullable=False),  # evaluation_accepted / evaluation_rejected / rollback
+        pa.field("batch_size", pa.int64()),
+        pa.field("samples_processed", pa.int64()),
+        pa.field("metrics_before", pa.string()),
+        pa.field("metrics_after", pa.string()),
+        pa.field("improvement", pa.float64()),
+        pa.field("duration_ms", pa.float64()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("partition_key", pa.string()),
+        pa.field("dagster_run_id", pa.string()),
+        pa.field("mlflow_run_id", pa.string()),
+        pa.field("parent_version", pa.int64()),
+    ]
+)
+
+
+@dataclass
+class CycleConfig:
+    alpha0: float = 1.0
+    beta0: float = 1.0
+    half_life_days: float | None = None
+    window_days: int = 28
+    eval_days: int = 1
+    context_keys: tuple[str, ...] = DEFAULT_CONTEXT_KEYS
+    contextual_model: bool = True
+    validation_days: int = 2
+    min_validation_gain: float = 0.001  # log-loss improvement the contextual model needs
+    reward_rule: str = "graded"
+    n_bootstrap: int = 500
+    seed: int = 0
+    min_improvement: float = 0.02
+    max_regression: float = 0.01
+    min_propensity_coverage: float = 0.95
+
+    def __post_init__(self):
+        self.context_keys = tuple(self.context_keys)
+        if self.reward_rule not in REWARD_SQL:
+            raise ValueError(f"reward_rule must be one of {sorted(REWARD_SQL)}")
+        if self.window_days < 1 or self.eval_days < 1:
+            raise ValueError("window_days and eval_days must be >= 1")
+
+    def params(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["context_keys"] = list(self.context_keys)
+        return out
+
+
+@dataclass
+class Window:
+    train_start: date
+    cutoff: date
+    eval_end: date  # inclusive
+
+    @classmethod
+    def for_partition(cls, partition: str | date, config: CycleConfig) -> "Window":
+        day = date.fromisoformat(partition) if isinstance(partition, str) else partition
+        cutoff = day - timedelta(days=config.eval_days - 1)
+        return cls(cutoff - timedelta(days=config.window_days), cutoff, day)
+
+    def params(self) -> dict[str, str]:
+        return {
+            "train_start": self.train_start.isoformat(),
+            "cutoff": self.cutoff.isoformat(),
+            "eval_end": self.eval_end.isoformat(),
+        }
+
+
+def _context_select(keys: tuple[str, ...]) -> str:
+    return ", ".join(f"json_extract_string(context, '{k}') AS \"{k}\"" for k in keys)
+
+
+def daily_aggregates(con: duckdb.DuckDBPyConnection, start: date, end: date, keys: tuple[str, ...]) -> pd.DataFrame:
+    """The `agent_daily_stats` SQL model over [start, end] (inclusive)."""
+    project = SqlProject.load()
+    table = project.query(
+        con, "agent_daily_stats", vars={"start_date": start, "end_date": end, "context_keys": list(keys)}
+    )
+    return table.to_pandas()
+
+
+def joint_cells(con, start: date, end: date, keys: tuple[str, ...], reward_rule: str) -> pd.DataFrame:
+    """Events aggregated per (event_date, task_type, context keys..., agent): n and reward_sum."""
+    ctx = _context_select(keys)
+    cols = ", ".join(f'"{k}"' for k in keys)
+    sql = f"""
+        SELECT cast(event_date AS DATE) AS event_date, task_type, {cols}, agent_name,
+               count(*) AS n, sum(reward) AS reward_sum
+        FROM (SELECT event_date, coalesce(task_type, action_type, 'unspecified') AS task_type, {ctx},
+                     agent_name, {REWARD_SQL[reward_rule]} AS reward
+              FROM outcome_events
+              WHERE cast(event_date AS DATE) BETWEEN ? AND ?)
+        GROUP BY ALL
+    """
+    return con.execute(sql, [start, end]).df()
+
+
+def held_out_events(con, start: date, end: date, keys: tuple[str, ...], reward_rule: str):
+    """Event-level rows for evaluation (task_type, context keys, agent, reward, propensity) and the
+    events' candidate_agents as an Arrow list array."""
+    sql = f"""
+        SELECT coalesce(task_type, action_type, 'unspecified') AS task_type, {_context_select(keys)},
+               agent_name, {REWARD_SQL[reward_rule]} AS reward, selection_propensity, candidate_agents
+        FROM outcome_events
+        WHERE cast(event_date AS DATE) BETWEEN ? AND ?
+    """
+    table = con.execute(sql, [start, end]).to_arrow_table()
+    return table.drop_columns(["candidate_agents"]).to_pandas(), table.column("candidate_agents")
+
+
+def _posteriors(daily: pd.DataFrame, config: CycleConfig, as_of: date) -> pd.DataFrame:
+    return thompson.compute_posteriors(
+        daily, alpha0=config.alpha0, beta0=config.beta0, half_life_days=config.half_life_days, as_of=as_of,
+        n_samples=500, seed=config.seed,
+    )
+
+
+@dataclass
+class TrainedCandidate:
+    policy: RoutingPolicy
+    daily: pd.DataFrame
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def train_candidate(con, window: Window, config: CycleConfig) -> TrainedCandidate:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    last_train_day = window.cutoff - timedelta(days=1)
+    daily = daily_aggregates(con, window.train_start, last_train_day, config.context_keys)
+    timings["train_aggregate"] = (time.perf_counter() - t0) * 1000
+    if daily.empty:
+        raise ValueError(f"no events in the training window {window.train_start}..{last_train_day}")
+    t1 = time.perf_counter()
+    posteriors = _posteriors(daily, config, last_train_day)
+    timings["posteriors"] = (time.perf_counter() - t1) * 1000
+    agents = tuple(sorted(set(posteriors["agent_name"].astype(str))))
+    training_samples = int(
+        daily.loc[(daily["task_type"] != "*") & (daily["context_key"] == "*"), "n_events"].sum()
+    )
+    params = {**config.params(), **window.params(), "training_samples": training_samples}
+    policy = RoutingPolicy(posteriors, agents, config.context_keys, params=params)
+
+    if config.contextual_model:
+        t2 = time.perf_counter()
+        policy = _maybe_contextual(con, window, config, daily, policy)
+        timings["contextual_model"] = (time.perf_counter() - t2) * 1000
+    return TrainedCandidate(policy, daily, timings)
+
+
+def _maybe_contextual(con, window: Window, config: CycleConfig, daily: pd.DataFrame, policy: RoutingPolicy):
+    last_train_day = window.cutoff - timedelta(days=1)
+    split = window.cutoff - timedelta(days=config.validation_days)
+    if split <= window.train_start:
+        policy.validation = {"skipped": 1.0}
+        return policy
+    cells = joint_cells(con, window.train_start, last_train_day, config.context_keys, config.reward_rule)
+    event_date = pd.to_datetime(cells["event_date"]).dt.date
+    fit_cells, val_cells = cells[event_date < split], cells[event_date >= split]
+    days = pd.to_datetime(daily["event_date"]).dt.date
+    early = daily[days < split]
+    if fit_cells.empty or val_cells.empty or early.empty:
+        policy.validation = {"skipped": 1.0}
+        return policy
+    key_cols = ["task_type", *config.context_keys, "agent_name"]
+    val = val_cells.groupby(key_cols, dropna=False, as_index=False)[["n", "reward_sum"]].sum()
+    fit = fit_cells.groupby(key_cols, dropna=False, as_index=False)[["n", "reward_sum"]].sum()
+    early_policy = RoutingPolicy(_posteriors(early, config, split - timedelta(days=1)), policy.agents,
+                                 config.context_keys, params=policy.params)
+    agent_pos = {a: i for i, a in enumerate(policy.agents)}
+    cols = val["agent_name"].map(agent_pos).to_numpy()
+    post_pred = early_policy.scores(val)[np.arange(len(val)), cols]
+    model = fit_contextual_model(fit, config.context_keys, seed=config.seed)
+    early_policy.model = model
+    model_pred = early_policy.scores(val)[np.arange(len(val)), cols]
+    y, n = val["reward_sum"].to_numpy(float), val["n"].to_numpy(float)
+    ll_post, ll_model = weighted_log_loss(post_pred, y, n), weighted_log_loss(model_pred, y, n)
+    policy.validation = {"log_loss_posteriors": ll_post, "log_loss_contextual": ll_model}
+    if ll_model < ll_post - config.min_validation_gain:
+        full = cells.groupby(key_cols, dropna=False, as_index=False)[["n", "reward_sum"]].sum()
+        policy.model = fit_contextual_model(full, config.context_keys, seed=config.seed)
+        policy.model_kind = "hist_gradient_boosting"
+    return policy
+
+
+def daily_success(daily: pd.DataFrame) -> pd.DataFrame:
+    broad = daily[(daily["task_type"] == "*") & (daily["context_key"] == "*")]
+    out = broad.groupby(["event_date", "agent_name"], as_index=False)[["successes", "n_events"]].sum()
+    out["success_rate"] = out["successes"] / out["n_events"].clip(lower=1)
+    return out.rename(columns={"event_date": "day", "n_events": "n"})[["day", "agent_name", "success_rate", "n"]]
+
+
+@dataclass
+class CycleResult:
+    window: Window
+    candidate: RoutingPolicy
+    evaluation: CycleEvaluation
+    registered: registry.RegisteredVersion | None
+    timings_ms: dict[str, float]
+    champion_version_before: int | None
+
+
+def evaluate_window(con, window: Window, config: CycleConfig, candidate: RoutingPolicy,
+                    champion: RoutingPolicy | None) -> tuple[CycleEvaluation, float, int]:
+    t0 = time.perf_counter()
+    events, candidates = held_out_events(con, window.cutoff, window.eval_end, config.context_keys, config.reward_rule)
+    load_ms = (time.perf_counter() - t0) * 1000
+    if events.empty:
+        raise ValueError(f"no held-out events in {window.cutoff}..{window.eval_end}")
+    result = evaluate_candidate(
+        candidate, champion, events, candidate_agents=candidates, n_bootstrap=config.n_bootstrap, seed=config.seed,
+        min_improvement=config.min_improvement, max_regression=config.max_regression,
+        min_propensity_coverage=config.min_propensity_coverage,
+    )
+    return result, load_ms, len(events)
+
+
+def run_cycle(
+    paths: LakePaths,
+    partition: str,
+    config: CycleConfig,
+    tracking_uri: str,
+    artifact_location: str | None = None,
+    tags: dict[str, str] | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> CycleResult:
+    """Train, evaluate against the current @champion (uniform random for the first version), log, register."""
+    from learning_pipeline.lib.warehouse import lake_connection
+
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    con = con or lake_connection(paths)
+    window = Window.for_partition(partition, config)
+    trained = train_candidate(con, window, config)
+    timings.update(trained.timings_ms)
+    t = time.perf_counter()
+    with registry.tracking(tracking_uri) as client:
+        champion_version = registry.current_champion(client)
+    champion = registry.load_policy(tracking_uri, champion_version) if champion_version is not None else None
+    timings["load_champion"] = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    evaluation, load_ms, _ = evaluate_window(con, window, config, trained.policy, champion)
+    timings["heldout_load"] = load_ms
+    timings["evaluate"] = (time.perf_counter() - t) * 1000 - load_ms
+    run_tags = {"partition": partition, **(tags or {})}
+    t = time.perf_counter()
+    registered = registry.log_cycle(
+        tracking_uri, trained.policy, evaluation,
+        params={**trained.policy.params, "partitions": f"{window.train_start}..{window.eval_end}"},
+        tags=run_tags, daily_success=daily_success(trained.daily), parent_version=champion_version,
+        artifact_location=artifact_location,
+    )
+    timings["mlflow"] = (time.perf_counter() - t) * 1000
+    timings.update({f"mlflow.{k}": v for k, v in registered.timings_ms.items()})
+    t = time.perf_counter()
+    total_ms = (time.perf_counter() - start) * 1000
+    record_learning_event(
+        paths, "evaluation_accepted" if registered.accepted else "evaluation_rejected",
+        model_version_id=f"{registry.REGISTERED_MODEL}/{registered.version}",
+        samples=evaluation.n_events, batch_size=int(trained.policy.params.get("training_samples", 0)),
+        metrics_before={"score": evaluation.gate.baseline_score, "kind": evaluation.gate.baseline_kind},
+        metrics_after={"score": evaluation.gate.candidate_score, "estimator": evaluation.gate.estimator},
+        improvement=evaluation.gate.improvement, duration_ms=total_ms, reason=evaluation.gate.reason,
+        partition_key=partition, dagster_run_id=run_tags.get("dagster_run_id"), mlflow_run_id=registered.run_id,
+        parent_version=champion_version,
+    )
+    write_model_versions(paths, tracking_uri)
+    timings["lake_tables"] = (time.perf_counter() - t) * 1000
+    timings["total"] = (time.perf_counter() - start) * 1000
+    return CycleResult(window, trained.policy, evaluation, registered, timings, champion_version)
+
+
+# ---- lake tables -----------------------------------------------------------------------------------
+
+def write_model_versions(paths: LakePaths, tracking_uri: str) -> pd.DataFrame:
+    frame = registry.model_versions_frame(tracking_uri)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    write_parquet_atomic(paths.table("model_versions") / "data.parquet", table)
+    return frame
+
+
+def record_learning_event(
+    paths: LakePaths,
+    event_type: str,
+    model_version_id: str | None = None,
+    samples: int | None = None,
+    batch_size: int | None = None,
+    metrics_before: dict | None = None,
+    metrics_after: dict | None = None,
+    improvement: float | None = None,
+    duration_ms: float | None = None,
+    reason: str | None = None,
+    partition_key: str | None = None,
+    dagster_run_id: str | None = None,
+    mlflow_run_id: str | None = None,
+    parent_version: int | None = None,
+) -> Path:
+    row = {
+        "id": str(uuid.uuid4()),
+        "model_version_id": model_version_id,
+        "event_type": event_type,
+        "batch_size": batch_size,
+        "samples_processed": samples,
+        "metrics_before": json.dumps(metrics_before or {}, default=float),
+        "metrics_after": json.dumps(metrics_after or {}, default=float),
+        "improvement": None if improvement is None or not np.isfinite(improvement) else float(improvement),
+        "duration_ms": duration_ms,
+        "created_at": datetime.now(timezone.utc),
+        "reason": reason,
+        "partition_key": partition_key,
+        "dagster_run_id": dagster_run_id,
+        "mlflow_run_id": mlflow_run_id,
+        "parent_version": parent_version,
+    }
+    table = pa.Table.from_pylist([row], schema=LEARNING_EVENT_SCHEMA)
+    return write_parquet_atomic(paths.table("learning_events") / new_batch_name("learning-event", "parquet"), table)
+
+
+def rollback(paths: LakePaths, tracking_uri: str, version: int, reason: str,
+             dagster_run_id: str | None = None) -> dict[str, Any]:
+    """Point @champion back to `version`, record a `rollback` learning event, refresh model_versions."""
+    t = time.perf_counter()
+    info = registry.rollback(tracking_uri, version, reason)
+    record_learning_event(
+        paths, "rollback", model_version_id=f"{registry.REGISTERED_MODEL}/{version}",
+        metrics_before={"champion": info["previous_champion"]}, metrics_after={"champion": version},
+        duration_ms=(time.perf_counter() - t) * 1000, reason=reason, dagster_run_id=dagster_run_id,
+        parent_version=info["previous_champion"],
+    )
+    write_model_versions(paths, tracking_uri)
+    return info
