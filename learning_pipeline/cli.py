@@ -132,8 +132,38 @@ def add_consume(subparsers) -> None:
     p.set_defaults(func=cmd_consume)
 
 
+# -- demo --------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from learning_pipeline.demo import DemoSettings, run_demo
+
+    run_demo(
+        DemoSettings(
+            data_dir=args.data_dir,
+            dagster_home=args.dagster_home,
+            days=args.days,
+            events_per_day=args.events_per_day,
+            seed=args.seed,
+        )
+    )
+    return 0
+
+
+def add_demo(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="simulate events and run the whole pipeline on a local instance")
+    add_data_dir(p)
+    p.add_argument(
+        "--dagster-home",
+        default=os.environ.get("DAGSTER_HOME", ".dagster_home"),
+        help="Dagster instance directory (default: $DAGSTER_HOME or ./.dagster_home)",
+    )
+    p.add_argument("--days", type=_positive, default=7)
+    p.add_argument("--events-per-day", type=_positive, default=5000)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_demo)
+
+
 # Each entry registers one subcommand; new subcommands add one function here.
-SUBCOMMANDS: list[Callable] = [add_simulate, add_consume]
+SUBCOMMANDS: list[Callable] = [add_demo, add_simulate, add_consume]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+DATA_DIR ?= data
+DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: demo test ui install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,kafka]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/learning-pipeline demo --data-dir $(DATA_DIR) --dagster-home $(DAGSTER_HOME)
+
+test: $(STAMP)
+	$(BIN)/pytest -n 2 -q
+
+ui: $(STAMP)
+	DAGSTER_HOME=$(DAGSTER_HOME) LEARNING_PIPELINE_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf $(DATA_DIR) $(DAGSTER_HOME)
