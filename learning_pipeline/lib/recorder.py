@@ -126,11 +126,12 @@ class OutcomeRecorder:
                     f"recorder buffer full ({self.max_buffer} events pending; last write error: "
                     f"{self._stats.last_error}); event {event['event_id']} was not recorded"
                 )
-            if not self._buffer:
+            first = not self._buffer
+            if first:
                 self._oldest_at = time.monotonic()
             self._buffer.append(event)
             self._stats.recorded += 1
-            if len(self._buffer) >= self.batch_size:
+            if first or len(self._buffer) >= self.batch_size:  # start the linger clock, or a full batch
                 self._wake.notify()
         return event["event_id"]
 
