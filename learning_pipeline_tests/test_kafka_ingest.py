@@ -344,3 +344,52 @@ def test_kafka_sink_falls_back_to_the_landing_zone_when_the_broker_is_down(tmp_p
     landed = [json.loads(line) for path in sorted(landing.glob("kafka-fallback-*.jsonl")) for line in path.open()]
     assert sorted(r["event_id"] for r in landed) == sorted(r["event_id"] for r in records)
     assert len(sink.fallback_files) == 2
+
+
+def test_sensor_drains_the_topic_into_the_landing_zone(broker, tmp_path, monkeypatch):
+    import dagster as dg
+
+    from learning_pipeline.defs.ingest.resources import default_kafka_resource
+    from learning_pipeline.defs.ingest.sensors import kafka_ingest_sensor
+    from learning_pipeline.defs.resources import LakeResource
+
+    topic = _topic(broker)
+    produced = _produce(broker, topic, [json.dumps(_event(i, "sensor")).encode() for i in range(90)] + [b"oops"])
+    settings = _settings(broker, topic)
+    for key, value in _consumer_env(settings).items():
+        if key.startswith(("KAFKA_", "MODEL_")):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("KAFKA_SENSOR_MAX_BATCHES", "10")
+    lake = LakeResource(data_dir=str(tmp_path / "data"))
+    resources = {"kafka": default_kafka_resource(), "lake": lake}
+
+    with dg.instance_for_test() as instance:
+        first = kafka_ingest_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert isinstance(first, dg.SensorResult) and not first.run_requests
+        assert "landed 91 message(s)" in first.skip_reason.skip_message
+        assert json.loads(first.cursor)["messages"] == 91
+        rows = _landed(lake.paths.landing)
+        assert {row["source_ref"] for row in rows} == set(produced)
+        assert _committed(broker, settings) == _end_offsets(produced)
+
+        second = kafka_ingest_sensor(
+            dg.build_sensor_context(instance=instance, resources=resources, cursor=first.cursor)
+        )
+        assert "no new messages" in second.skip_reason.skip_message
+        assert json.loads(second.cursor)["messages"] == 91
+
+
+def test_recorder_publishes_through_the_kafka_sink(broker, tmp_path):
+    from learning_pipeline.lib.recorder import OutcomeRecorder
+
+    topic = _topic(broker)
+    settings = _settings(broker, topic)
+    sink = KafkaSink(settings, tmp_path / "fallback")
+    with OutcomeRecorder(sink, batch_size=40, linger_seconds=0.05) as recorder:
+        ids = [recorder.record({k: v for k, v in _event(i, "rec").items() if k != "timestamp"}) for i in range(150)]
+    assert sink.delivered == 150 and sink.fallback_records == 0
+    result = consume(settings, tmp_path / "landing", stop_when_drained=True, max_seconds=120)
+    assert result.messages == 150
+    landed = [json.loads(row["raw_record"]) for row in _landed(tmp_path / "landing")]
+    assert sorted(r["event_id"] for r in landed) == sorted(ids)
+    assert all(r["timestamp"] for r in landed)
