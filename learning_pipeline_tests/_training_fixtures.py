@@ -64,3 +64,16 @@ def write_events(paths: LakePaths, rows: list[dict]) -> dict[str, int]:
         table = pa.table(columns, schema=OUTCOME_EVENT_SCHEMA)
         write_parquet_atomic(paths.partition_dir("outcome_events", date) / "data.parquet", table)
     return {d: len(v) for d, v in by_date.items()}
+
+
+def write_table(paths: LakePaths, table: pa.Table) -> dict[str, int]:
+    """Write an OUTCOME_EVENT_SCHEMA table (e.g. the simulator's, with lineage) as daily lake partitions."""
+    import pyarrow.compute as pc
+
+    dates = pc.strftime(table.column("timestamp"), format="%Y-%m-%d")
+    counts = {}
+    for date in sorted(set(dates.to_pylist())):
+        part = table.filter(pc.equal(dates, date)).select(OUTCOME_EVENT_SCHEMA.names)
+        write_parquet_atomic(paths.partition_dir("outcome_events", date) / "data.parquet", part)
+        counts[date] = part.num_rows
+    return counts

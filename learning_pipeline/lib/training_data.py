@@ -27,6 +27,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from learning_pipeline.lib.agent_configs import ConfigRules, ConfigVersion, recommend_configs, write_agent_config
 from learning_pipeline.lib.lake import LakePaths, write_bytes_atomic, write_parquet_atomic
 from learning_pipeline.lib.pii import PII_TYPES, redaction_query
 from learning_pipeline.lib.sql_runner import SqlProject
@@ -302,3 +303,219 @@ def successful_events_by_date(paths: LakePaths) -> dict[str, int]:
         con.close()
     return {d: int(n) for d, n in rows}
 
+
+
+# ------------------------------------------------------------------------------ agent config recommendations
+@dataclass
+class AgentConfigResult:
+    recommendations: list[dict]
+    written: list[ConfigVersion]
+    unchanged: list[ConfigVersion]
+
+
+def build_agent_config_recommendations(
+    paths: LakePaths, rules: ConfigRules | None = None, project: SqlProject | None = None
+) -> AgentConfigResult:
+    """Recommend a config per agent from all events and write changed ones with history."""
+    rules = rules or ConfigRules()
+    con = training_connection(
+        paths,
+        ["agent_config_profile", "agent_config_tools", "agent_config_task_types"],
+        vars={"config_min_samples": int(rules.min_samples)},
+        project=project,
+    )
+    try:
+        profile = con.sql("SELECT * FROM agent_config_profile ORDER BY agent_name").to_arrow_table().to_pylist()
+        tools = con.sql("SELECT * FROM agent_config_tools ORDER BY agent_name, tool").to_arrow_table().to_pylist()
+        task_types = con.sql(
+            "SELECT * FROM agent_config_task_types ORDER BY agent_name, rank"
+        ).to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    recommendations = recommend_configs(profile, tools, task_types, rules)
+    written, unchanged = [], []
+    for rec in recommendations:
+        version, changed = write_agent_config(paths, rec["agent"], rec["evidence"])
+        (written if changed else unchanged).append(version)
+    return AgentConfigResult(recommendations, written, unchanged)
+
+
+# ------------------------------------------------------------------------------------------------ checks
+@dataclass
+class CheckOutcome:
+    passed: bool
+    details: dict[str, Any]
+
+
+def _table_glob(paths: LakePaths, table: str, partitioned: bool) -> str | None:
+    table_dir = paths.table(table)
+    pattern = "event_date=*/data.parquet" if partitioned else "data.parquet"
+    if not table_dir.exists() or not any(table_dir.glob(pattern)):
+        return None
+    return sql_literal(str(table_dir / pattern))
+
+
+def check_sft_keys(paths: LakePaths) -> CheckOutcome:
+    """event_id not null and unique over all partitions; pair_hash unique within each partition;
+    input, output and messages present."""
+    glob = _table_glob(paths, SFT_TABLE, partitioned=True)
+    if glob is None:
+        return CheckOutcome(True, {"rows": 0})
+    with duckdb.connect() as con:
+        rows, null_keys, dup_ids, dup_pairs_in_day, missing = _one(
+            con,
+            f"""
+            WITH t AS (SELECT * FROM read_parquet({glob}, hive_partitioning = true))
+            SELECT count(*),
+                   count(*) FILTER (WHERE event_id IS NULL OR pair_hash IS NULL),
+                   count(event_id) - count(DISTINCT event_id),
+                   (SELECT count(*) - count(DISTINCT (event_date, pair_hash)) FROM t),
+                   count(*) FILTER (WHERE "input" IS NULL OR "output" IS NULL OR messages IS NULL)
+            FROM t
+            """,
+        )
+    details = {"rows": rows, "null_keys": null_keys, "duplicate_event_ids": dup_ids,
+               "duplicate_pairs_within_a_day": dup_pairs_in_day, "missing_text": missing}
+    return CheckOutcome(null_keys == 0 and dup_ids == 0 and dup_pairs_in_day == 0 and missing == 0, details)
+
+
+def check_sft_unique_across_partitions(paths: LakePaths) -> CheckOutcome:
+    """No (input, output) pair exported on two dates (can fail after an out-of-order backfill)."""
+    glob = _table_glob(paths, SFT_TABLE, partitioned=True)
+    if glob is None:
+        return CheckOutcome(True, {"repeated_pairs": 0})
+    with duckdb.connect() as con:
+        (repeated,) = _one(con, f"SELECT count(*) - count(DISTINCT pair_hash) FROM read_parquet({glob})")
+    return CheckOutcome(repeated == 0, {"repeated_pairs": int(repeated)})
+
+
+def check_sft_consistent_with_events(paths: LakePaths) -> CheckOutcome:
+    """Per date: pairs <= successful events; every pair is a successful event of that date; the JSONL
+    export has one line per Parquet row."""
+    glob = _table_glob(paths, SFT_TABLE, partitioned=True)
+    if glob is None:
+        return CheckOutcome(True, {"dates": 0})
+    con = lake_connection(paths)
+    try:
+        per_day = con.sql(
+            f"""
+            WITH pairs AS (
+                SELECT CAST(event_date AS VARCHAR) AS event_date, event_id
+                FROM read_parquet({glob}, hive_partitioning = true)
+            ),
+            events AS (
+                SELECT CAST(event_date AS VARCHAR) AS event_date, event_id, status FROM outcome_events
+            )
+            SELECT p.event_date,
+                   count(*) AS pairs,
+                   count(*) FILTER (WHERE e.status = 'success') AS matched_successes,
+                   (SELECT count(*) FROM events AS x WHERE x.event_date = p.event_date AND x.status = 'success')
+                       AS successful_events
+            FROM pairs AS p
+            LEFT JOIN events AS e USING (event_date, event_id)
+            GROUP BY p.event_date
+            ORDER BY p.event_date
+            """
+        ).to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    problems = []
+    for row in per_day:
+        export = sft_export_path(paths, row["event_date"])
+        lines = sum(1 for _ in open(export, "rb")) if export.exists() else None
+        if row["pairs"] > row["successful_events"] or row["matched_successes"] != row["pairs"] or lines != row["pairs"]:
+            problems.append({**row, "jsonl_lines": lines})
+    return CheckOutcome(not problems, {"dates": len(per_day), "inconsistent_dates": problems[:20]})
+
+
+def check_sft_no_pii_left(paths: LakePaths) -> CheckOutcome:
+    """Running the redaction again over the exported texts finds nothing."""
+    glob = _table_glob(paths, SFT_TABLE, partitioned=True)
+    if glob is None:
+        return CheckOutcome(True, {t: 0 for t in PII_TYPES})
+    source = f'(SELECT "input", "output" FROM read_parquet({glob}))'
+    with duckdb.connect() as con:
+        found = _one(
+            con,
+            "SELECT " + ", ".join(f"coalesce(sum(pii_{t}), 0)" for t in PII_TYPES)
+            + f" FROM ({redaction_query(source, ['input', 'output'])})",
+        )
+    details = {t: int(n) for t, n in zip(PII_TYPES, found)}
+    return CheckOutcome(sum(details.values()) == 0, details)
+
+
+def check_routing_pairs(paths: LakePaths) -> CheckOutcome:
+    """Keys not null and unique; rates in [0, 1]; at most one best per class; executions of the '*' rows
+    add up to outcome_events per effective task type."""
+    path = routing_parquet_path(paths)
+    if not path.exists():
+        return CheckOutcome(False, {"error": f"missing {path}"})
+    con = lake_connection(paths)
+    try:
+        lit = sql_literal(str(path))
+        null_keys, dup_keys, bad_rates, multi_best, rows = _one(
+            con,
+            f"""
+            WITH t AS (SELECT * FROM read_parquet({lit}))
+            SELECT count(*) FILTER (WHERE task_type IS NULL OR complexity IS NULL OR agent_name IS NULL
+                                     OR model IS NULL),
+                   count(*) - count(DISTINCT (task_type, complexity, agent_name, model)),
+                   count(*) FILTER (WHERE success_rate NOT BETWEEN 0 AND 1 OR success_rate IS NULL
+                                     OR quality_mean NOT BETWEEN 0 AND 1),
+                   (SELECT count(*) FROM (SELECT task_type, complexity FROM t GROUP BY ALL
+                                          HAVING count(*) FILTER (WHERE is_best) > 1)),
+                   count(*)
+            FROM t
+            """,
+        )
+        mismatched = con.sql(
+            f"""
+            WITH r AS (SELECT task_type, sum(executions) AS executions FROM read_parquet({lit})
+                       WHERE complexity = '*' GROUP BY task_type),
+                 e AS (SELECT coalesce(task_type, action_type, 'unspecified') AS task_type, count(*) AS executions
+                       FROM outcome_events GROUP BY 1)
+            SELECT coalesce(r.task_type, e.task_type) AS task_type, r.executions AS routing, e.executions AS events
+            FROM r FULL OUTER JOIN e USING (task_type)
+            WHERE r.executions IS DISTINCT FROM e.executions
+            """
+        ).to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    details = {"rows": rows, "null_keys": null_keys, "duplicate_keys": dup_keys, "rates_out_of_range": bad_rates,
+               "classes_with_several_best": multi_best, "task_types_not_matching_events": mismatched[:20]}
+    return CheckOutcome(
+        null_keys == 0 and dup_keys == 0 and bad_rates == 0 and multi_best == 0 and not mismatched, details
+    )
+
+
+def check_agent_configs(paths: LakePaths) -> CheckOutcome:
+    """Every agent of outcome_events has a current config that parses, belongs to its file name, is a
+    stored history version, and has max_turns >= 1."""
+    from learning_pipeline.lib.agent_configs import (
+        agent_file_name,
+        history_path,
+        list_agent_configs,
+        read_config,
+    )
+
+    con = lake_connection(paths)
+    try:
+        agents = [r[0] for r in con.execute("SELECT DISTINCT agent_name FROM outcome_events ORDER BY 1").fetchall()]
+    finally:
+        con.close()
+    configs = list_agent_configs(paths)
+    problems = []
+    for agent in agents:
+        path = configs.get(agent)
+        if path is None:
+            problems.append({"agent": agent, "problem": "no config"})
+            continue
+        doc = read_config(path)
+        number = doc["version"]["number"]
+        if path.stem != agent_file_name(agent):
+            problems.append({"agent": agent, "problem": f"file {path.name} does not match the name"})
+        if not history_path(paths, agent, number).exists():
+            problems.append({"agent": agent, "problem": f"version {number} missing from history"})
+        if not isinstance(doc["agent"].get("max_turns"), int) or doc["agent"]["max_turns"] < 1:
+            problems.append({"agent": agent, "problem": "max_turns < 1"})
+    return CheckOutcome(not problems, {"agents": len(agents), "configs": len(configs), "problems": problems[:20]})

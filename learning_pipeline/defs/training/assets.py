@@ -1,0 +1,143 @@
+"""Training data assets: sft_pairs (daily JSONL exports), routing_pairs and agent_config_recommendations."""
+
+import pandas as pd
+
+import dagster as dg
+
+from learning_pipeline.defs.partitions import daily_partitions
+from learning_pipeline.defs.resources import LakeResource
+from learning_pipeline.lib.agent_configs import ConfigRules, agent_configs_dir
+from learning_pipeline.lib.training_data import (
+    DEFAULT_SYSTEM_PROMPT,
+    build_agent_config_recommendations,
+    build_routing_pairs,
+    build_sft_pairs,
+)
+
+GROUP = "training"
+OUTCOME_EVENTS = dg.AssetKey("outcome_events")
+
+
+def _md(rows: list[dict], limit: int = 20) -> dg.MetadataValue:
+    if not rows:
+        return dg.MetadataValue.md("(none)")
+    frame = pd.DataFrame(rows[:limit])
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].astype(str).str.slice(0, 80)
+    return dg.MetadataValue.md(frame.to_markdown(index=False))
+
+
+class SftPairsConfig(dg.Config):
+    min_quality: float = 0.7
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    dedup_across_partitions: bool = True
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[OUTCOME_EVENTS],
+    kinds={"duckdb", "jsonl", "parquet"},
+    group_name=GROUP,
+    automation_condition=dg.AutomationCondition.eager(),
+    description=(
+        "Supervised fine-tuning pairs of the day: successful events with quality >= min_quality and both "
+        "input and output, PII redacted, de-duplicated on (input, output) within the day and against earlier "
+        "days; exported as OpenAI chat JSONL under exports/sft/event_date=D/ and as Parquet in the lake."
+    ),
+)
+def sft_pairs(context: dg.AssetExecutionContext, config: SftPairsConfig, lake: LakeResource) -> dg.MaterializeResult:
+    result = build_sft_pairs(
+        lake.paths,
+        context.partition_key,
+        min_quality=config.min_quality,
+        system_prompt=config.system_prompt,
+        dedup_across_partitions=config.dedup_across_partitions,
+    )
+    metadata: dict = {f"{k}": v for k, v in result.counts.items()}
+    metadata.update({f"redacted_{t}": n for t, n in result.redactions.items()})
+    metadata.update(
+        {
+            "dagster/row_count": result.exported,
+            "min_quality": config.min_quality,
+            "jsonl_path": dg.MetadataValue.path(str(result.jsonl_path)),
+            "parquet_path": dg.MetadataValue.path(str(result.parquet_path)),
+            "preview": _md(result.preview),
+        }
+    )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+class RoutingPairsConfig(dg.Config):
+    min_samples: int = 20
+
+
+@dg.asset(
+    deps=[OUTCOME_EVENTS],
+    kinds={"duckdb", "parquet"},
+    group_name=GROUP,
+    automation_condition=dg.AutomationCondition.eager(),
+    description=(
+        "Per task class (task_type, context complexity or '*') every (agent, model) candidate with executions, "
+        "success rate, quality, latency p50 and cost, ranked; the best is the top eligible candidate "
+        "(at least min_samples executions) by success rate, then quality. Table lake/routing_pairs."
+    ),
+)
+def routing_pairs(config: RoutingPairsConfig, lake: LakeResource) -> dg.MaterializeResult:
+    result = build_routing_pairs(lake.paths, min_samples=config.min_samples)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result.table.num_rows,
+            "task_classes": result.task_classes,
+            "task_classes_with_best": result.classes_with_best,
+            "min_samples": config.min_samples,
+            "path": dg.MetadataValue.path(str(result.parquet_path)),
+            "best_per_class": _md(result.best, limit=50),
+        }
+    )
+
+
+class AgentConfigRecommendationsConfig(dg.Config):
+    min_tool_share: float = 0.2
+    max_tools: int = 10
+    default_max_turns: int = 10
+    max_turns_cap: int = 50
+    min_samples: int = 10
+    max_task_types: int = 3
+
+
+@dg.asset(
+    deps=[OUTCOME_EVENTS],
+    kinds={"duckdb", "toml"},
+    group_name=GROUP,
+    automation_condition=dg.AutomationCondition.eager(),
+    description=(
+        "Per agent a recommended TOML config (tools, max_turns, preferred task types) under agent_configs/, "
+        "with every version kept in agent_configs/history/ so an earlier one can be restored."
+    ),
+)
+def agent_config_recommendations(
+    config: AgentConfigRecommendationsConfig, lake: LakeResource
+) -> dg.MaterializeResult:
+    rules = ConfigRules(**config.model_dump())
+    result = build_agent_config_recommendations(lake.paths, rules)
+    rows = [
+        {
+            "agent": rec["agent"]["name"],
+            "tools": ", ".join(rec["agent"]["tools"]),
+            "max_turns": rec["agent"]["max_turns"],
+            "preferred_task_types": ", ".join(rec["agent"]["preferred_task_types"]),
+            "success_rate": round(rec["evidence"]["success_rate"], 4),
+        }
+        for rec in result.recommendations
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "agents": len(result.recommendations),
+            "new_versions": len(result.written),
+            "unchanged": len(result.unchanged),
+            "written": _md([{"agent": v.agent, "version": v.version, "file": v.path.name} for v in result.written]),
+            "recommendations": _md(rows, limit=50),
+            "config_dir": dg.MetadataValue.path(str(agent_configs_dir(lake.paths))),
+        }
+    )
