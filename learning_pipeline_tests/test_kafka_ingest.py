@@ -393,3 +393,38 @@ def test_recorder_publishes_through_the_kafka_sink(broker, tmp_path):
     landed = [json.loads(row["raw_record"]) for row in _landed(tmp_path / "landing")]
     assert sorted(r["event_id"] for r in landed) == sorted(ids)
     assert all(r["timestamp"] for r in landed)
+
+
+def test_end_to_end_topic_to_validated_partition(broker, tmp_path):
+    """produce -> consume -> outcome_events: every message is accepted, a duplicate or in the quarantine."""
+    import dagster as dg
+
+    from learning_pipeline.defs.events.assets import outcome_events
+    from learning_pipeline.defs.resources import LakeResource
+
+    topic = _topic(broker)
+    good = [json.dumps(_event(i, "e2e")).encode() for i in range(60)]
+    duplicates = good[:7]  # re-sent by a producer retry
+    bad = [b"{truncated", b'"a string"', b"\xc3\x28 not utf-8", None]
+    produced = _produce(broker, topic, good + duplicates + bad)
+    lake = LakeResource(data_dir=str(tmp_path / "data"))
+    settings = _settings(broker, topic)
+    assert consume(settings, lake.paths.landing, stop_when_drained=True, max_seconds=120).messages == len(produced)
+
+    day = datetime.now(timezone.utc).date().isoformat()
+    result = dg.materialize([outcome_events], partition_key=day, resources={"lake": lake})
+    assert result.success
+    mat = result.asset_materializations_for_node("outcome_events")
+    meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()} for m in mat}["outcome_events"]
+    assert meta["received"] == len(produced)
+    assert (meta["accepted"], meta["duplicates"], meta["quarantined"]) == (60, 7, 4)
+    assert meta["accepted"] + meta["duplicates"] + meta["quarantined"] == meta["received"]
+
+    accepted = pq.read_table(lake.paths.partition_dir("outcome_events", day) / "data.parquet").to_pylist()
+    assert sorted(r["event_id"] for r in accepted) == sorted(f"e2e-{i}" for i in range(60))
+    quarantined = pq.read_table(lake.paths.partition_dir("quarantined_events", day) / "data.parquet").to_pylist()
+    bad_refs = {ref for ref, value in produced.items() if value in bad}
+    assert {r["source_ref"] for r in quarantined} == bad_refs
+    assert {r["reason"] for r in quarantined} == {"malformed_json"}
+    non_utf8 = [r for r in quarantined if r["raw_record"] and r["raw_record"].startswith(NON_UTF8_PREFIX)]
+    assert len(non_utf8) == 1
