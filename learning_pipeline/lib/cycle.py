@@ -127,11 +127,15 @@ def _context_select(keys: tuple[str, ...]) -> str:
 
 def daily_aggregates(con: duckdb.DuckDBPyConnection, start: date, end: date, keys: tuple[str, ...]) -> pd.DataFrame:
     """The `agent_daily_stats` SQL model over [start, end] (inclusive)."""
-    project = SqlProject.load()
-    table = project.query(
-        con, "agent_daily_stats", vars={"start_date": start, "end_date": end, "context_keys": list(keys)}
-    )
-    return table.to_pandas()
+    cur = con.cursor()
+    try:
+        SqlProject.load().run(
+            cur, select=["agent_daily_stats"],
+            vars={"start_date": start, "end_date": end, "context_keys": list(keys)},
+        )
+        return cur.execute('SELECT * FROM "agent_daily_stats"').df()
+    finally:
+        cur.close()
 
 
 def joint_cells(con, start: date, end: date, keys: tuple[str, ...], reward_rule: str) -> pd.DataFrame:
@@ -296,32 +300,100 @@ def run_cycle(
     evaluation, load_ms, _ = evaluate_window(con, window, config, trained.policy, champion)
     timings["heldout_load"] = load_ms
     timings["evaluate"] = (time.perf_counter() - t) * 1000 - load_ms
+    t = time.perf_counter()
+    registered = register(paths, partition, trained.policy, evaluation, champion_version, tracking_uri,
+                          daily_success(trained.daily), artifact_location, tags,
+                          started=start)
+    timings["register"] = (time.perf_counter() - t) * 1000
+    timings.update({f"register.{k}": v for k, v in registered.timings_ms.items()})
+    timings["total"] = (time.perf_counter() - start) * 1000
+    return CycleResult(window, trained.policy, evaluation, registered, timings, champion_version)
+
+
+def register(
+    paths: LakePaths,
+    partition: str,
+    policy: RoutingPolicy,
+    evaluation: CycleEvaluation,
+    champion_version: int | None,
+    tracking_uri: str,
+    daily: pd.DataFrame | None = None,
+    artifact_location: str | None = None,
+    tags: dict[str, str] | None = None,
+    started: float | None = None,
+) -> registry.RegisteredVersion:
+    """Log the run, register the version (aliases by the gate), record the learning event, refresh
+    model_versions. Refuses when @champion moved since the evaluation (the comparison would be stale)."""
+    t0 = time.perf_counter()
+    with registry.tracking(tracking_uri) as client:
+        now = registry.current_champion(client)
+    if now != champion_version:
+        raise ValueError(
+            f"@champion moved from {champion_version} to {now} since the evaluation; evaluate again"
+        )
     run_tags = {"partition": partition, **(tags or {})}
-    t = time.perf_counter()
+    params = {**policy.params, "partitions": f"{policy.params.get('train_start')}..{policy.params.get('eval_end', partition)}"}
     registered = registry.log_cycle(
-        tracking_uri, trained.policy, evaluation,
-        params={**trained.policy.params, "partitions": f"{window.train_start}..{window.eval_end}"},
-        tags=run_tags, daily_success=daily_success(trained.daily), parent_version=champion_version,
-        artifact_location=artifact_location,
+        tracking_uri, policy, evaluation, params=params, tags=run_tags, daily_success=daily,
+        parent_version=champion_version, artifact_location=artifact_location,
     )
-    timings["mlflow"] = (time.perf_counter() - t) * 1000
-    timings.update({f"mlflow.{k}": v for k, v in registered.timings_ms.items()})
-    t = time.perf_counter()
-    total_ms = (time.perf_counter() - start) * 1000
+    t1 = time.perf_counter()
+    gate = evaluation.gate
     record_learning_event(
         paths, "evaluation_accepted" if registered.accepted else "evaluation_rejected",
         model_version_id=f"{registry.REGISTERED_MODEL}/{registered.version}",
-        samples=evaluation.n_events, batch_size=int(trained.policy.params.get("training_samples", 0)),
-        metrics_before={"score": evaluation.gate.baseline_score, "kind": evaluation.gate.baseline_kind},
-        metrics_after={"score": evaluation.gate.candidate_score, "estimator": evaluation.gate.estimator},
-        improvement=evaluation.gate.improvement, duration_ms=total_ms, reason=evaluation.gate.reason,
-        partition_key=partition, dagster_run_id=run_tags.get("dagster_run_id"), mlflow_run_id=registered.run_id,
-        parent_version=champion_version,
+        samples=evaluation.n_events, batch_size=int(policy.params.get("training_samples", 0)),
+        metrics_before={"score": gate.baseline_score, "kind": gate.baseline_kind},
+        metrics_after={"score": gate.candidate_score, "estimator": gate.estimator},
+        improvement=gate.improvement, duration_ms=(time.perf_counter() - (started or t0)) * 1000,
+        reason=gate.reason, partition_key=partition, dagster_run_id=run_tags.get("dagster_run_id"),
+        mlflow_run_id=registered.run_id, parent_version=champion_version,
     )
     write_model_versions(paths, tracking_uri)
-    timings["lake_tables"] = (time.perf_counter() - t) * 1000
-    timings["total"] = (time.perf_counter() - start) * 1000
-    return CycleResult(window, trained.policy, evaluation, registered, timings, champion_version)
+    registered.timings_ms["lake_tables"] = (time.perf_counter() - t1) * 1000
+    return registered
+
+
+# ---- step files (the Dagster assets hand these to each other) --------------------------------------
+
+def candidate_dir(paths: LakePaths, partition: str) -> Path:
+    return paths.root / "models" / "candidates" / partition
+
+
+def save_candidate(paths: LakePaths, partition: str, trained: TrainedCandidate) -> Path:
+    directory = trained.policy.save(candidate_dir(paths, partition))
+    daily_success(trained.daily).to_parquet(directory / "daily_success.parquet", index=False)
+    return directory
+
+
+def load_candidate(paths: LakePaths, partition: str) -> tuple[RoutingPolicy, pd.DataFrame]:
+    directory = candidate_dir(paths, partition)
+    if not (directory / "policy.json").exists():
+        raise ValueError(f"no candidate policy for partition {partition}; materialize candidate_policy first")
+    return RoutingPolicy.load(directory), pd.read_parquet(directory / "daily_success.parquet")
+
+
+def evaluation_path(paths: LakePaths, partition: str) -> Path:
+    return paths.root / "models" / "evaluations" / partition / "evaluation.pkl"
+
+
+def save_evaluation(paths: LakePaths, partition: str, evaluation: CycleEvaluation, champion_version: int | None) -> Path:
+    import pickle
+
+    from learning_pipeline.lib.lake import write_bytes_atomic
+
+    payload = pickle.dumps({"evaluation": evaluation, "champion_version": champion_version})
+    return write_bytes_atomic(evaluation_path(paths, partition), payload)
+
+
+def load_evaluation(paths: LakePaths, partition: str) -> tuple[CycleEvaluation, int | None]:
+    import pickle
+
+    path = evaluation_path(paths, partition)
+    if not path.exists():
+        raise ValueError(f"no evaluation for partition {partition}; materialize policy_evaluation first")
+    data = pickle.loads(path.read_bytes())
+    return data["evaluation"], data["champion_version"]
 
 
 # ---- lake tables -----------------------------------------------------------------------------------

@@ -227,7 +227,7 @@ def fit_contextual_model(cells: pd.DataFrame, context_keys: tuple[str, ...], see
     w = np.r_[pos, neg]
     keep = w > 0
     model = HistGradientBoostingClassifier(
-        categorical_features="from_dtype", max_iter=200, learning_rate=0.1, random_state=seed,
+        categorical_features="from_dtype", max_iter=100, max_leaf_nodes=15, learning_rate=0.1, random_state=seed,
         early_stopping=False,
     )
     model.fit(xx[keep].reset_index(drop=True), y[keep], sample_weight=w[keep])
