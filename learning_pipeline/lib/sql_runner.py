@@ -319,7 +319,7 @@ class SqlProject:
             statement = f"CREATE {kind.upper()} {_quote_ident(name)} AS\n{body}"
             self._drop_existing(con, name)
             try:
-                con.execute(statement)
+                con.execute(statement).fetchall()
             except duckdb.Error as exc:
                 message = str(exc)
                 found = _DUCKDB_LINE.search(message)
@@ -331,7 +331,7 @@ class SqlProject:
                 raise SqlModelError(name, model.path, line, message) from exc
             rows = None
             if kind == "table":
-                rows = con.execute(f"SELECT count(*) FROM {_quote_ident(name)}").fetchone()[0]
+                rows = con.execute(f"SELECT count(*) FROM {_quote_ident(name)}").fetchall()[0][0]
             runs.append(ModelRun(name=name, materialized=kind, sql=body, rows=rows))
         return runs
 
@@ -341,15 +341,15 @@ class SqlProject:
             "SELECT table_type FROM information_schema.tables WHERE table_schema = current_schema() "
             "AND table_name = ?",
             [name],
-        ).fetchone()
-        if row is None:
+        ).fetchall()
+        if not row:
             return
-        kind = "VIEW" if row[0] == "VIEW" else "TABLE"
-        con.execute(f"DROP {kind} {_quote_ident(name)}")
+        kind = "VIEW" if row[0][0] == "VIEW" else "TABLE"
+        con.execute(f"DROP {kind} {_quote_ident(name)}").fetchall()
 
     def query(
         self, con: duckdb.DuckDBPyConnection, name: str, vars: Mapping[str, Any] | None = None
     ):
         """Run `name` and its upstream, then return the model's rows as an Arrow table."""
         self.run(con, select=[name], vars=vars)
-        return con.execute(f"SELECT * FROM {_quote_ident(name)}").to_arrow_table()
+        return con.sql(f"SELECT * FROM {_quote_ident(name)}").to_arrow_table()

@@ -34,7 +34,7 @@ def stats_connection(paths: LakePaths) -> duckdb.DuckDBPyConnection:
     if "outcome_events" not in names:
         empty = OUTCOME_EVENT_SCHEMA.empty_table().append_column("event_date", pa.array([], pa.date32()))
         con.register("_empty_outcome_events", empty)
-        con.execute('CREATE VIEW outcome_events AS SELECT * FROM "_empty_outcome_events"')
+        con.execute('CREATE VIEW outcome_events AS SELECT * FROM "_empty_outcome_events"').fetchall()
     return con
 
 
@@ -76,12 +76,12 @@ def agent_daily_stats(
         )
         counts = {}
         for table in DAILY_TABLES:
-            arrow = con.execute(f'SELECT * EXCLUDE (event_date) FROM "{table}"').to_arrow_table()
+            arrow = con.sql(f'SELECT * EXCLUDE (event_date) FROM "{table}"').to_arrow_table()
             write_parquet_atomic(paths.partition_dir(table, day) / "data.parquet", arrow)
             counts[table] = arrow.num_rows
         n_events = con.execute(
             "SELECT coalesce(sum(n_events), 0) FROM agent_daily_stats WHERE task_type <> '*' AND context_key = '*'"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         preview = markdown_preview(
             con,
             "SELECT agent_name, task_type, n_events, successes, failures, partials, timeouts FROM agent_daily_stats "
@@ -111,7 +111,7 @@ def reference_time(con: duckdb.DuckDBPyConnection, as_of: str | None) -> datetim
     names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     if "agent_daily_stats" not in names:
         return None
-    return con.execute("SELECT max(last_event_at) FROM agent_daily_stats").fetchone()[0]
+    return con.execute("SELECT max(last_event_at) FROM agent_daily_stats").fetchall()[0][0]
 
 
 def run_stats_marts(paths: LakePaths, as_of: str | None = None, ema_alpha: float = 0.3, context_keys=None):
@@ -137,7 +137,7 @@ def run_stats_marts(paths: LakePaths, as_of: str | None = None, ema_alpha: float
                 "context_keys": list(context_keys or DEFAULT_CONTEXT_KEYS),
             },
         )
-        return {m: con.execute(f'SELECT * FROM "{m}"').to_arrow_table() for m in STATS_MARTS}, ref
+        return {m: con.sql(f'SELECT * FROM "{m}"').to_arrow_table() for m in STATS_MARTS}, ref
 
 
 @dg.multi_asset(
