@@ -20,7 +20,7 @@ select
     count(e.llm_latency_ms) as llm_latency_n,
     coalesce(sum(e.llm_latency_ms), 0) as llm_latency_sum,
     count(e.tokens_used) as tokens_n,
-    coalesce(sum(e.tokens_used), 0) as tokens_sum,
+    cast(coalesce(sum(e.tokens_used), 0) as bigint) as tokens_sum,
     count(e.cost_usd) as cost_n,
     coalesce(sum(e.cost_usd), 0) as cost_sum,
     count(e.quality_score) as quality_n,

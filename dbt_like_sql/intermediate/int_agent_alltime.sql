@@ -1,5 +1,6 @@
 -- materialized: table
--- The 'all' window (every day up to T's date), summed from the daily aggregates; latency quantiles from
+-- The 'all' window: every whole day up to T's date (day-granular: with an as_of inside a day, that
+-- day's later events count too), summed from the daily aggregates; latency quantiles from
 -- the summed log-histograms; success-rate EMA over the daily success rates (var ema_alpha, default 0.3):
 -- ema_1 = rate_1, ema_d = alpha * rate_d + (1 - alpha) * ema_(d-1), over the days with events, oldest first.
 with ref_time as (
@@ -11,15 +12,15 @@ daily as (
 totals as (
     select
         agent_name, task_type, context_key, context_value,
-        sum(n_events) as executions,
-        sum(successes) as successes,
-        sum(failures) as failures,
-        sum(partials) as partials,
-        sum(timeouts) as timeouts,
+        cast(sum(n_events) as bigint) as executions,
+        cast(sum(successes) as bigint) as successes,
+        cast(sum(failures) as bigint) as failures,
+        cast(sum(partials) as bigint) as partials,
+        cast(sum(timeouts) as bigint) as timeouts,
         sum(reward_sum) as reward_sum,
         sum(latency_sum) / nullif(sum(latency_n), 0) as latency_avg_ms,
         sum(llm_latency_sum) / nullif(sum(llm_latency_n), 0) as llm_latency_avg_ms,
-        sum(tokens_sum) as tokens_total,
+        cast(sum(tokens_sum) as bigint) as tokens_total,
         sum(tokens_sum) / nullif(sum(tokens_n), 0) as tokens_avg,
         sum(cost_sum) as cost_total_usd,
         sum(cost_sum) / nullif(sum(cost_n), 0) as cost_avg_usd,
@@ -73,7 +74,7 @@ errors as (
     select agent_name, task_type, context_key, context_value,
         json_group_object(error_type, n_errors) as failures_by_error_type
     from (
-        select agent_name, task_type, context_key, context_value, error_type, sum(n_errors) as n_errors
+        select agent_name, task_type, context_key, context_value, error_type, cast(sum(n_errors) as bigint) as n_errors
         from {{ ref('agent_daily_errors') }} as x, ref_time as r
         where x.event_date <= r.as_of_date
         group by all

@@ -59,7 +59,7 @@ agg as (
         avg(latency_ms) filter (where in_current) as latency_avg_ms,
         quantile_cont(latency_ms, [0.5, 0.95, 0.99]) filter (where in_current) as latency_q,
         avg(llm_latency_ms) filter (where in_current) as llm_latency_avg_ms,
-        coalesce(sum(tokens_used) filter (where in_current), 0) as tokens_total,
+        cast(coalesce(sum(tokens_used) filter (where in_current), 0) as bigint) as tokens_total,
         avg(tokens_used) filter (where in_current) as tokens_avg,
         coalesce(sum(cost_usd) filter (where in_current), 0) as cost_total_usd,
         avg(cost_usd) filter (where in_current) as cost_avg_usd,
