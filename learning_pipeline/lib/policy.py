@@ -372,6 +372,7 @@ def evaluate_candidate(
     min_improvement: float = 0.02,
     max_regression: float = 0.01,
     min_propensity_coverage: float = 0.95,
+    confidence: float = 0.95,
 ) -> CycleEvaluation:
     """Evaluate candidate vs champion (or uniform random when there is none) on held-out events.
 
@@ -421,7 +422,7 @@ def evaluate_candidate(
         baseline, kind = "uniform_random", "uniform_random"
     evaluation = ope.evaluate_policies(
         data, targets, reward_model=cand_scores, reference=baseline, n_bootstrap=n_bootstrap, seed=seed,
-        min_propensity_coverage=min_propensity_coverage,
+        min_propensity_coverage=min_propensity_coverage, confidence=confidence,
     )
     gate = eval_gate(evaluation, "candidate", baseline, kind, min_improvement, max_regression)
     return CycleEvaluation(evaluation, gate, calibration, universe, data.n)

@@ -80,7 +80,7 @@ class RouterModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.policy = RoutingPolicy.load(context.artifacts["policy"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         top_k = int((params or {}).get("top_k", 3))
         return self.policy.recommend(frame, top_k=top_k)

@@ -1,0 +1,1 @@
+"""Evaluated routing policies: candidate, off-policy evaluation, eval gate, MLflow registry, rollback."""

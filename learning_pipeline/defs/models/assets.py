@@ -1,0 +1,222 @@
+"""candidate_policy -> policy_evaluation -> model_versions + learning_events (daily partitions).
+
+For partition D: the candidate is trained on the `window_days` before the cut-off D - eval_days + 1 and
+evaluated on [cut-off, D]; the MLflow run, the registered version and its aliases follow the eval gate.
+"""
+
+
+import dagster as dg
+import pandas as pd
+
+from learning_pipeline.defs.models.resources import MlflowResource
+from learning_pipeline.defs.partitions import daily_partitions
+from learning_pipeline.defs.resources import LakeResource
+from learning_pipeline.lib import cycle, registry
+from learning_pipeline.lib.warehouse import lake_connection
+
+
+class CandidateConfig(dg.Config):
+    alpha0: float = 1.0
+    beta0: float = 1.0
+    half_life_days: float | None = None  # None: no decay
+    window_days: int = 28
+    eval_days: int = 1
+    context_keys: list[str] = ["complexity", "domain"]
+    contextual_model: bool = True  # fit a scikit-learn success model; kept only if it wins on validation
+    validation_days: int = 2
+    reward_rule: str = "graded"  # "graded" (partial = quality) or "success"
+
+
+class EvaluationConfig(dg.Config):
+    n_bootstrap: int = 500
+    seed: int = 0
+    min_improvement: float = 0.02
+    max_regression: float = 0.01
+    min_propensity_coverage: float = 0.95
+
+
+def _cycle_config(candidate: CandidateConfig, evaluation: EvaluationConfig | None = None) -> cycle.CycleConfig:
+    values = dict(candidate.model_dump()) if hasattr(candidate, "model_dump") else dict(candidate.dict())
+    if evaluation is not None:
+        values.update(evaluation.model_dump() if hasattr(evaluation, "model_dump") else evaluation.dict())
+    values["context_keys"] = tuple(values["context_keys"])
+    return cycle.CycleConfig(**values)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[dg.AssetDep("outcome_events")],
+    kinds={"duckdb", "numpy", "scikit-learn"},
+    group_name="models",
+    description="Routing policy trained on the window before the partition's cut-off: Beta posteriors plus an "
+    "optional scikit-learn contextual success model (kept only if it beats the posteriors by log loss).",
+)
+def candidate_policy(context: dg.AssetExecutionContext, config: CandidateConfig, lake: LakeResource) -> dg.MaterializeResult:
+    paths = lake.paths
+    cfg = _cycle_config(config)
+    window = cycle.Window.for_partition(context.partition_key, cfg)
+    with lake_connection(paths) as con:
+        trained = cycle.train_candidate(con, window, cfg)
+    directory = cycle.save_candidate(paths, context.partition_key, trained)
+    policy = trained.policy
+    broad = policy.posteriors[(policy.posteriors["context_key"] == "*") & (policy.posteriors["task_type"] != "*")]
+    top = broad.sort_values("mean", ascending=False).groupby("task_type").head(1)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(directory)),
+            "model_kind": policy.model_kind,
+            "training_samples": int(policy.params.get("training_samples", 0)),
+            "agents": len(policy.agents),
+            "posterior_rows": len(policy.posteriors),
+            "window": f"{window.train_start} .. {window.cutoff} (exclusive)",
+            "validation": dg.MetadataValue.json(policy.validation),
+            "best_per_task": dg.MetadataValue.md(
+                top[["task_type", "agent_name", "mean", "n_events"]].round(4).to_markdown(index=False)
+            ),
+            "timings_ms": dg.MetadataValue.json({k: round(v, 1) for k, v in trained.timings_ms.items()}),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[candidate_policy, dg.AssetDep("outcome_events")],
+    kinds={"numpy", "mlflow"},
+    group_name="models",
+    description="Off-policy evaluation of the candidate and the current @champion (uniform random for the "
+    "first version) on the held-out days: IPS, SNIPS, DR (with propensities) or replay and direct method "
+    "(without), bootstrap intervals, calibration, and the eval gate's decision.",
+)
+def policy_evaluation(
+    context: dg.AssetExecutionContext, config: EvaluationConfig, lake: LakeResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    paths = lake.paths
+    partition = context.partition_key
+    candidate, _ = cycle.load_candidate(paths, partition)
+    cfg = cycle.CycleConfig(
+        **{k: v for k, v in candidate.params.items() if k in cycle.CycleConfig.__dataclass_fields__},
+    )
+    for key, value in (config.model_dump() if hasattr(config, "model_dump") else config.dict()).items():
+        setattr(cfg, key, value)
+    window = cycle.Window.for_partition(partition, cfg)
+    with registry.tracking(mlflow.uri) as client:
+        champion_version = registry.current_champion(client)
+    champion = registry.load_policy(mlflow.uri, champion_version) if champion_version is not None else None
+    with lake_connection(paths) as con:
+        result, _, n = cycle.evaluate_window(con, window, cfg, candidate, champion)
+    cycle.save_evaluation(paths, partition, result, champion_version)
+    gate = result.gate
+    rows = [
+        {"policy": p, "estimator": e.estimator, "value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n}
+        for p, by in result.evaluation.estimates.items()
+        for e in by.values()
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "accepted": gate.accepted,
+            "reason": gate.reason,
+            "estimator": gate.estimator,
+            "baseline": gate.baseline_kind if champion_version is None else f"champion v{champion_version}",
+            "candidate_score": gate.candidate_score,
+            "baseline_score": gate.baseline_score,
+            "improvement": gate.improvement,
+            "improvement_interval": f"[{gate.improvement_ci_low:+.4f}, {gate.improvement_ci_high:+.4f}]",
+            "held_out_events": n,
+            "propensity_coverage": result.evaluation.propensity_coverage,
+            "calibration": dg.MetadataValue.json(result.calibration),
+            "estimates": dg.MetadataValue.md(pd.DataFrame(rows).round(4).to_markdown(index=False)),
+        }
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "model_versions",
+            deps=[policy_evaluation],
+            kinds={"mlflow", "parquet"},
+            group_name="models",
+            description="Every registered version of agent-router (status training/active/deprecated/archived, "
+            "parameters, metrics, parent version, aliases), derived from the MLflow registry.",
+        ),
+        dg.AssetSpec(
+            "learning_events",
+            deps=[policy_evaluation],
+            kinds={"parquet"},
+            group_name="models",
+            description="One row per learning event: evaluations (accepted/rejected, with reason) and rollbacks.",
+        ),
+    ],
+    partitions_def=daily_partitions,
+)
+def model_versions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
+    """Log the evaluation run to MLflow, register the candidate, move @challenger / @champion by the gate."""
+    paths = lake.paths
+    partition = context.partition_key
+    candidate, daily = cycle.load_candidate(paths, partition)
+    result, champion_version = cycle.load_evaluation(paths, partition)
+    registered = cycle.register(
+        paths, partition, candidate, result, champion_version, mlflow.uri, daily,
+        artifact_location=mlflow.artifact_location, tags={"dagster_run_id": context.run.run_id},
+    )
+    versions = registry.model_versions_frame(mlflow.uri)
+    yield dg.MaterializeResult(
+        asset_key="model_versions",
+        metadata={
+            "version": registered.version,
+            "accepted": registered.accepted,
+            "reason": registered.reason,
+            "parent_version": registered.parent_version if registered.parent_version is not None else -1,
+            "champion_version": registered.champion_version if registered.champion_version is not None else -1,
+            "mlflow_run_id": registered.run_id,
+            "model_uri": registered.model_uri,
+            "dagster/row_count": len(versions),
+            "versions": dg.MetadataValue.md(
+                versions[["version_number", "status", "parent_version", "gate", "improvement", "aliases"]]
+                .to_markdown(index=False)
+            ),
+            "timings_ms": dg.MetadataValue.json({k: round(v, 1) for k, v in registered.timings_ms.items()}),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="learning_events",
+        metadata={"event_type": "evaluation_accepted" if registered.accepted else "evaluation_rejected"},
+    )
+
+
+@dg.asset_check(asset="model_versions", blocking=True, description="the lake table agrees with the registry: "
+                "exactly one active version, and it carries @champion")
+def model_versions_match_registry(lake: LakeResource, mlflow: MlflowResource) -> dg.AssetCheckResult:
+    paths = lake.paths
+    with lake_connection(paths) as con:
+        table = con.execute("SELECT version_number, status, aliases FROM model_versions ORDER BY 1").df()
+    registry_frame = registry.model_versions_frame(mlflow.uri)
+    same = table[["version_number", "status"]].reset_index(drop=True).equals(
+        registry_frame[["version_number", "status"]].reset_index(drop=True)
+    )
+    active = table[table["status"] == "active"]
+    one_champion = len(active) <= 1 and (active.empty or "champion" in str(active["aliases"].iloc[0]))
+    return dg.AssetCheckResult(
+        passed=bool(same and one_champion),
+        metadata={"versions": len(table), "active": len(active), "matches_registry": bool(same)},
+    )
+
+
+# ---- rollback ------------------------------------------------------------------------------------
+
+class RollbackConfig(dg.Config):
+    version: int
+    reason: str
+
+
+@dg.op(description="Point @champion back to an earlier version of agent-router and record why.")
+def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, lake: LakeResource,
+                      mlflow: MlflowResource) -> dict:
+    info = cycle.rollback(lake.paths, mlflow.uri, config.version, config.reason, dagster_run_id=context.run_id)
+    context.log.info(f"@champion -> v{config.version} (was v{info['previous_champion']}): {config.reason}")
+    return info
+
+
+@dg.job(description="Roll @champion back to an earlier agent-router version (config: version, reason).")
+def rollback_job():
+    rollback_champion()

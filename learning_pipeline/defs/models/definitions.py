@@ -1,0 +1,18 @@
+"""Definitions of the models domain. Resources are bound by learning_pipeline.definitions:
+`lake` (LakeResource) and `mlflow` (MlflowResource, see resources.default_mlflow_resource)."""
+
+import dagster as dg
+
+from learning_pipeline.defs.models.assets import (
+    candidate_policy,
+    model_versions,
+    model_versions_match_registry,
+    policy_evaluation,
+    rollback_job,
+)
+
+defs = dg.Definitions(
+    assets=[candidate_policy, policy_evaluation, model_versions],
+    asset_checks=[model_versions_match_registry],
+    jobs=[rollback_job],
+)

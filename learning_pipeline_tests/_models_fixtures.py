@@ -1,0 +1,30 @@
+"""Shared helpers for the models tests: simulated lakes with known truth, MLflow in a temp dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from learning_pipeline.lib.lake import LakePaths, write_parquet_atomic
+from learning_pipeline.lib.simulate import SimulationConfig, SimulationTruth, generate_table
+
+
+def simulated_lake(root: Path, **config) -> tuple[LakePaths, SimulationConfig, SimulationTruth]:
+    """Write simulated events straight into the lake layout (one Parquet file per event_date)."""
+    cfg = SimulationConfig(**config)
+    paths = LakePaths.at(root).ensure()
+    table = generate_table(cfg, lineage=True)
+    day = pc.strftime(table.column("timestamp"), "%Y-%m-%d")
+    for value in pc.unique(day).to_pylist():
+        write_parquet_atomic(paths.partition_dir("outcome_events", value) / "data.parquet",
+                             table.filter(pc.equal(day, value)))
+    return paths, cfg, SimulationTruth(cfg)
+
+
+def sqlite_uri(root: Path) -> str:
+    return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def artifact_uri(root: Path) -> str:
+    return (Path(root).resolve() / "mlartifacts").as_uri()
