@@ -120,6 +120,21 @@ def luhn_valid_sql(candidate: str) -> str:
     return f"(list_sum(list_transform(range(length({d})), lambda i: {term})) % 10 = 0)"
 
 
+def _scoped(pattern: str) -> str:
+    """`(?i)body` -> `(?i:body)` so patterns with flags can be alternated."""
+    if pattern.startswith("(?") and pattern[2:3].isalpha() and ")" in pattern:
+        flags, body = pattern[2:].split(")", 1)
+        if flags.isalpha():
+            return f"(?{flags}:{body})"
+    return f"(?:{pattern})"
+
+
+# One pass that finds texts with anything to redact; the rules then run only on those.
+ANY_PII_PATTERN = "|".join(
+    _scoped(p) for p in [r.pattern for r in REGEX_RULES] + [CARD_CANDIDATE_PATTERN] + [r.pattern for r in PHONE_RULES]
+)
+
+
 def _count(column: str, pattern: str) -> str:
     return f"coalesce(len(regexp_extract_all({column}, {_lit(pattern)})), 0)"
 
@@ -131,14 +146,26 @@ def redaction_query(source_sql: str, columns: Sequence[str]) -> str:
     if not columns:
         raise ValueError("redaction_query needs at least one column to redact")
     cols = [_ident(c) for c in columns]
+    hits = [f"__hit_{i}" for i in range(len(cols))]
     counters = ", ".join(f"0::BIGINT AS pii_{t}" for t in PII_TYPES)
-    query = f"SELECT *, {counters} FROM {source_sql}"
+    flags = ", ".join(f"coalesce(regexp_matches({c}, {_lit(ANY_PII_PATTERN)}), false) AS {h}" for c, h in zip(cols, hits))
+    any_hit = " OR ".join(hits)
+    # Rows without any candidate skip the rule chain entirely (most rows, and the chain is the cost).
+    flagged = f"SELECT *, {counters}, {flags} FROM {source_sql}"
+    query = f"SELECT * FROM __pii_flagged WHERE {any_hit}"
 
     def step(rule: RegexRule, query: str) -> str:
+        # regexp_matches is a cheap search; most texts match no rule, so skip extraction and replacement.
+        pattern = _lit(rule.pattern)
         replaced = ", ".join(
-            f"regexp_replace({c}, {_lit(rule.pattern)}, {_lit(rule.replacement)}, 'g') AS {c}" for c in cols
+            f"CASE WHEN {h} AND regexp_matches({c}, {pattern}) "
+            f"THEN regexp_replace({c}, {pattern}, {_lit(rule.replacement)}, 'g') ELSE {c} END AS {c}"
+            for c, h in zip(cols, hits)
         )
-        counted = " + ".join(_count(c, rule.pattern) for c in cols)
+        counted = " + ".join(
+            f"CASE WHEN {h} AND regexp_matches({c}, {pattern}) THEN {_count(c, rule.pattern)} ELSE 0 END"
+            for c, h in zip(cols, hits)
+        )
         return (
             f"SELECT * REPLACE ({replaced}, pii_{rule.pii_type} + {counted} AS pii_{rule.pii_type}) "
             f"FROM ({query})"
@@ -150,9 +177,10 @@ def redaction_query(source_sql: str, columns: Sequence[str]) -> str:
     # Cards: find candidates, keep those passing Luhn, then replace exactly those substrings.
     helpers = [f"__cards_{i}" for i in range(len(cols))]
     found = ", ".join(
+        f"CASE WHEN {hit} AND regexp_matches({c}, {_lit(CARD_CANDIDATE_PATTERN)}) THEN "
         f"list_filter(regexp_extract_all({c}, {_lit(CARD_CANDIDATE_PATTERN)}), lambda m: {luhn_valid_sql('m')}) "
-        f"AS {h}"
-        for c, h in zip(cols, helpers)
+        f"END AS {h}"
+        for c, h, hit in zip(cols, helpers, hits)
     )
     query = f"SELECT *, {found} FROM ({query})"
     replaced = ", ".join(
@@ -168,7 +196,12 @@ def redaction_query(source_sql: str, columns: Sequence[str]) -> str:
 
     for rule in PHONE_RULES:
         query = step(rule, query)
-    return query
+    excluded = ", ".join(hits)
+    return (
+        f"WITH __pii_flagged AS MATERIALIZED ({flagged}) "
+        f"SELECT * EXCLUDE ({excluded}) FROM __pii_flagged WHERE NOT ({any_hit}) "
+        f"UNION ALL BY NAME SELECT * EXCLUDE ({excluded}) FROM ({query})"
+    )
 
 
 @dataclass(frozen=True)
