@@ -162,8 +162,33 @@ def add_demo(subparsers) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+# -- rollback ----------------------------------------------------------------------------------
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from learning_pipeline.lib.cycle import rollback
+    from learning_pipeline.lib.lake import LakePaths
+    from learning_pipeline.lib.registry import default_tracking_uri
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(args.data_dir)
+    info = rollback(LakePaths.at(args.data_dir).ensure(), uri, args.version, args.reason)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"@champion -> version {info['version']} (was {info['previous_champion']}): {info['reason']}")
+    return 0
+
+
+def add_rollback(subparsers) -> None:
+    p = subparsers.add_parser("rollback", help="point agent-router @champion back to an earlier version")
+    add_data_dir(p)
+    p.add_argument("--version", type=_positive, required=True, help="registered version to make champion")
+    p.add_argument("--reason", required=True, help="why (recorded on the versions and in learning_events)")
+    p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///<data-dir>/mlflow.db")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_rollback)
+
+
 # Each entry registers one subcommand; new subcommands add one function here.
-SUBCOMMANDS: list[Callable] = [add_demo, add_simulate, add_consume]
+SUBCOMMANDS: list[Callable] = [add_demo, add_simulate, add_consume, add_rollback]
 
 
 def build_parser() -> argparse.ArgumentParser:
