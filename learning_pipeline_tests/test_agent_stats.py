@@ -13,7 +13,7 @@ from learning_pipeline_tests._learning_fixtures import events_connection
 
 END = datetime(2025, 3, 1, tzinfo=timezone.utc)
 AS_OF = END - timedelta(hours=5)  # mid-day, so the 24h window spans two partitions
-WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24)}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,11 @@ def pandas_stats(events: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def window_events(events, window):
+    day, t_day = events.ts.dt.normalize(), pd.Timestamp(AS_OF).normalize()
     if window == "all":  # day-granular: whole days up to T's date
-        return events[events.ts.dt.normalize() <= pd.Timestamp(AS_OF).normalize()]
+        return events[day <= t_day]
+    if window == "7d":  # day-granular: the 7 whole days ending on T's date
+        return events[(day <= t_day) & (day > t_day - pd.Timedelta(days=7))]
     return events[(events.ts <= AS_OF) & (events.ts > AS_OF - WINDOWS[window])]
 
 
@@ -74,7 +77,7 @@ def test_task_level_stats_equal_pandas(run, window):
     for col in ("reward_rate", "latency_avg_ms", "llm_latency_avg_ms", "cost_total_usd", "quality_mean"):
         assert np.allclose(got[col], exp[col]), col
     assert np.allclose(got["success_rate"], exp["successes"] / exp["executions"])
-    if window == "all":
+    if window in ("7d", "all"):
         # Quantiles from the summed log-histograms: within the bucket width (2.5% at 20 buckets per e).
         rel = np.abs(got["latency_p50_ms"].to_numpy() / exp["latency_p50_ms"].to_numpy() - 1)
         assert rel.max() < 0.03
@@ -105,7 +108,9 @@ def test_errors_trend_and_ema(run):
     failed = sel[sel.status.isin(["failure", "timeout"])]
     kinds = failed["error_type"].fillna(failed["status"].where(failed.status == "timeout", "unknown"))
     assert json.loads(row.failures_by_error_type) == kinds.value_counts().to_dict()
-    prev = events[(events.ts > AS_OF - 2 * WINDOWS["7d"]) & (events.ts <= AS_OF - WINDOWS["7d"])]
+    t_day = pd.Timestamp(AS_OF).normalize()
+    day = events.ts.dt.normalize()
+    prev = events[(day <= t_day - pd.Timedelta(days=7)) & (day > t_day - pd.Timedelta(days=14))]
     prev = prev[(prev.task == row.task_type) & (prev.agent_name == row.agent_name)]
     assert row.prev_executions == len(prev)
     assert row.success_rate_trend == pytest.approx(row.success_rate - (prev.status == "success").mean())

@@ -1,34 +1,35 @@
 -- materialized: table
 -- The incremental unit: additive counts and sums per (event_date, agent, task_type, context bucket).
 -- task_type = '*' rows pool all task types of an agent. Every column is a count or a sum, so any set
--- of days rolls up exactly by summing (windows, decay, posteriors never rescan raw events).
+-- of days rolls up exactly by summing (day windows, decay, posteriors never rescan raw events).
 select
-    e.event_date,
-    e.agent_name,
-    case when grouping(e.task_type) = 1 then '*' else e.task_type end as task_type,
-    e.context_key,
-    e.context_value,
-    count(*) as n_events,
-    count(*) filter (where e.status = 'success') as successes,
-    count(*) filter (where e.status = 'failure') as failures,
-    count(*) filter (where e.status = 'partial') as partials,
-    count(*) filter (where e.status = 'timeout') as timeouts,
-    coalesce(sum(e.reward) filter (where e.status = 'partial'), 0) as partial_reward,
-    sum(e.reward) as reward_sum,
-    count(e.latency_ms) as latency_n,
-    coalesce(sum(e.latency_ms), 0) as latency_sum,
-    count(e.llm_latency_ms) as llm_latency_n,
-    coalesce(sum(e.llm_latency_ms), 0) as llm_latency_sum,
-    count(e.tokens_used) as tokens_n,
-    cast(coalesce(sum(e.tokens_used), 0) as bigint) as tokens_sum,
-    count(e.cost_usd) as cost_n,
-    coalesce(sum(e.cost_usd), 0) as cost_sum,
-    count(e.quality_score) as quality_n,
-    coalesce(sum(e.quality_score), 0) as quality_sum,
-    min(e.event_time) as first_event_at,
-    max(e.event_time) as last_event_at
-from {{ ref('stg_outcome_event_contexts') }} as e
+    d.event_date,
+    d.agent_name,
+    case when grouping(d.task_type) = 1 then '*' else d.task_type end as task_type,
+    b.context_key,
+    b.context_value,
+    cast(sum(d.n_events) as bigint) as n_events,
+    cast(sum(d.successes) as bigint) as successes,
+    cast(sum(d.failures) as bigint) as failures,
+    cast(sum(d.partials) as bigint) as partials,
+    cast(sum(d.timeouts) as bigint) as timeouts,
+    sum(d.partial_reward) as partial_reward,
+    sum(d.reward_sum) as reward_sum,
+    cast(sum(d.latency_n) as bigint) as latency_n,
+    sum(d.latency_sum) as latency_sum,
+    cast(sum(d.llm_latency_n) as bigint) as llm_latency_n,
+    sum(d.llm_latency_sum) as llm_latency_sum,
+    cast(sum(d.tokens_n) as bigint) as tokens_n,
+    cast(sum(d.tokens_sum) as bigint) as tokens_sum,
+    cast(sum(d.cost_n) as bigint) as cost_n,
+    sum(d.cost_sum) as cost_sum,
+    cast(sum(d.quality_n) as bigint) as quality_n,
+    sum(d.quality_sum) as quality_sum,
+    min(d.first_event_at) as first_event_at,
+    max(d.last_event_at) as last_event_at
+from {{ ref('int_daily_by_context') }} as d
+join {{ ref('int_daily_context_buckets') }} as b on d.context is not distinct from b.context
 group by grouping sets (
-    (e.event_date, e.agent_name, e.task_type, e.context_key, e.context_value),
-    (e.event_date, e.agent_name, e.context_key, e.context_value)
+    (d.event_date, d.agent_name, d.task_type, b.context_key, b.context_value),
+    (d.event_date, d.agent_name, b.context_key, b.context_value)
 )

@@ -1,12 +1,12 @@
 -- materialized: table
--- Rolling windows 1h, 24h and 7d ending at T, and the window of the same length just before, from raw
--- events. Only partitions on or after var recent_from are scanned (the caller passes T's date - 15 days;
+-- Rolling windows 1h and 24h ending at T, and the window of the same length just before, from raw
+-- events. Only partitions on or after var recent_from are scanned (the caller passes T's date - 2 days;
 -- the default scans everything and gives the same result). Latency quantiles here are exact (quantile_cont).
 with ref_time as (
     select as_of from {{ ref('int_reference_time') }}
 ),
 windows as (
-    select * from (values ('1h', interval 1 hour), ('24h', interval 24 hour), ('7d', interval 7 day))
+    select * from (values ('1h', interval 1 hour), ('24h', interval 24 hour))
         as w(window_name, window_length)
 ),
 ev as (

@@ -1,17 +1,18 @@
 -- materialized: table
--- All windows (1h, 24h, 7d, all) in one long table with rates and trends; EMA as of T on every row.
+-- All windows (1h, 24h from raw events; 7d, all from the daily aggregates) in one long table with rates and trends; EMA as of T on every row.
 with recent as (
     select r.*, a.ema_success_rate
     from {{ ref('int_agent_recent_windows') }} as r
     left join (
         select agent_name, task_type, context_key, context_value, ema_success_rate
-        from {{ ref('int_agent_alltime') }}
+        from {{ ref('int_agent_day_windows') }}
+        where window_name = 'all'
     ) as a using (agent_name, task_type, context_key, context_value)
 ),
 unioned as (
     select * from recent
     union all by name
-    select * from {{ ref('int_agent_alltime') }}
+    select * from {{ ref('int_agent_day_windows') }}
 )
 select
     u.window_name,

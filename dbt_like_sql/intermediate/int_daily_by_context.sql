@@ -1,0 +1,29 @@
+-- materialized: table
+-- Raw events reduced once per (event_date, agent, task_type, context JSON text): every column additive.
+-- Context keys are extracted from these (few) rows, not from every event.
+select
+    event_date,
+    agent_name,
+    task_type,
+    context,
+    count(*) as n_events,
+    count(*) filter (where status = 'success') as successes,
+    count(*) filter (where status = 'failure') as failures,
+    count(*) filter (where status = 'partial') as partials,
+    count(*) filter (where status = 'timeout') as timeouts,
+    coalesce(sum(reward) filter (where status = 'partial'), 0) as partial_reward,
+    sum(reward) as reward_sum,
+    count(latency_ms) as latency_n,
+    coalesce(sum(latency_ms), 0) as latency_sum,
+    count(llm_latency_ms) as llm_latency_n,
+    coalesce(sum(llm_latency_ms), 0) as llm_latency_sum,
+    count(tokens_used) as tokens_n,
+    cast(coalesce(sum(tokens_used), 0) as bigint) as tokens_sum,
+    count(cost_usd) as cost_n,
+    coalesce(sum(cost_usd), 0) as cost_sum,
+    count(quality_score) as quality_n,
+    coalesce(sum(quality_score), 0) as quality_sum,
+    min(event_time) as first_event_at,
+    max(event_time) as last_event_at
+from {{ ref('stg_outcome_events') }}
+group by all
