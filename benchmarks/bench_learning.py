@@ -65,7 +65,7 @@ def pipeline_full(paths: LakePaths):
                 exclude=["agent_daily_stats", "agent_daily_errors", "agent_daily_latency_hist"])
     t2 = time.perf_counter()
     daily = con.sql("SELECT * FROM agent_daily_stats").to_arrow_table().to_pandas()
-    post = compute_posteriors(daily, n_samples=2000)
+    post = compute_posteriors(daily, n_samples=1000)
     t3 = time.perf_counter()
     return post, {"daily_aggregates": t1 - t0, "window_marts": t2 - t1, "posteriors": t3 - t2, "total": t3 - t0}
 
@@ -120,7 +120,7 @@ def pandas_full(paths: LakePaths):
     post["ci_low"] = stats.beta.ppf(0.025, alpha, beta)
     post["ci_high"] = stats.beta.ppf(0.975, alpha, beta)
     rng = np.random.default_rng(0)
-    draws = rng.beta(alpha.to_numpy()[:, None], beta.to_numpy()[:, None], size=(len(post), 2000))
+    draws = rng.beta(alpha.to_numpy()[:, None], beta.to_numpy()[:, None], size=(len(post), 1000))
     d = pd.DataFrame(draws, index=post.index)
     winners = d.groupby(level="task").transform("max") == d
     post["p_best"] = winners.mean(axis=1)

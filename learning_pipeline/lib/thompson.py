@@ -92,6 +92,14 @@ def _as_date(value: Any) -> date:
     return pd.Timestamp(value).date()
 
 
+def _day_array(values: pd.Series) -> np.ndarray:
+    """UTC days as numpy datetime64[D] (from dates, naive or tz-aware timestamps, or ISO strings)."""
+    stamps = pd.to_datetime(values)
+    if getattr(stamps.dt, "tz", None) is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return stamps.to_numpy().astype("datetime64[D]")
+
+
 def counts_from_daily(
     daily: pd.DataFrame,
     half_life_days: float | None = None,
@@ -106,28 +114,23 @@ def counts_from_daily(
     missing = [c for c in DAILY_COLUMNS if c not in daily.columns]
     if missing:
         raise ValueError(f"daily aggregates lack columns: {missing}")
-    frame = daily[DAILY_COLUMNS].copy()
-    days = pd.to_datetime(frame["event_date"]).dt.tz_localize(None).dt.normalize()
-    ref = pd.Timestamp(_as_date(as_of)) if as_of is not None else (days.max() if len(days) else pd.Timestamp(0))
-    keep = (days <= ref).to_numpy()
-    frame, days = frame[keep], days[keep]
-    age = ((ref - days).dt.days).to_numpy(dtype=float)
+    frame = daily[DAILY_COLUMNS]
+    days = _day_array(frame["event_date"])
+    if as_of is not None:
+        ref = np.datetime64(_as_date(as_of), "D")
+    else:
+        ref = days.max() if len(days) else np.datetime64(0, "D")
+    keep = days <= ref
+    frame = frame[keep]
+    age = (ref - days[keep]).astype(np.int64).astype(float)
     f = decay_factor(half_life_days, factor)
     weight = np.power(f, age) if f < 1.0 else np.ones(len(frame))
-    out = pd.DataFrame(
-        {
-            "task_type": frame["task_type"].to_numpy(),
-            "context_key": frame["context_key"].to_numpy(),
-            "context_value": frame["context_value"].to_numpy(),
-            "agent_name": frame["agent_name"].to_numpy(),
-            "successes": weight * frame["successes"].to_numpy(dtype=float),
-            "failures": weight * (frame["failures"].to_numpy(dtype=float) + frame["timeouts"].to_numpy(dtype=float)),
-            "partials": weight * frame["partials"].to_numpy(dtype=float),
-            "partial_alpha": weight * frame["partial_reward"].to_numpy(dtype=float),
-            "n_events": frame["n_events"].to_numpy(dtype=np.int64),
-            "last_event_at": frame["last_event_at"].to_numpy(),
-        }
-    )
+    out = frame[KEY_COLUMNS + ["n_events", "last_event_at"]].copy()
+    out["n_events"] = out["n_events"].astype(np.int64)
+    out["successes"] = weight * frame["successes"].to_numpy(dtype=float)
+    out["failures"] = weight * (frame["failures"].to_numpy(dtype=float) + frame["timeouts"].to_numpy(dtype=float))
+    out["partials"] = weight * frame["partials"].to_numpy(dtype=float)
+    out["partial_alpha"] = weight * frame["partial_reward"].to_numpy(dtype=float)
     grouped = out.groupby(KEY_COLUMNS, sort=True, observed=True)
     sums = grouped[["successes", "failures", "partials", "partial_alpha", "n_events"]].sum()
     sums["last_event_at"] = grouped["last_event_at"].max()
@@ -167,7 +170,7 @@ def posteriors_from_counts(
     alpha0: float = 1.0,
     beta0: float = 1.0,
     credible_mass: float = 0.95,
-    n_samples: int = 2000,
+    n_samples: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
     """The posterior table (POSTERIOR_COLUMNS) from `counts_from_daily` output."""
@@ -196,9 +199,9 @@ def posteriors_from_counts(
             "ci_high": stats.beta.ppf(1.0 - tail, alpha, beta),
             "p_best": _p_best(alpha, beta, group, n_samples, seed),
             "n_events": frame["n_events"].to_numpy(np.int64),
-            "last_event_at": frame["last_event_at"].to_numpy(),
         }
     )
+    out["last_event_at"] = frame["last_event_at"].reset_index(drop=True)
     return out[POSTERIOR_COLUMNS]
 
 
@@ -210,7 +213,7 @@ def compute_posteriors(
     decay: float | None = None,
     as_of: Any = None,
     credible_mass: float = 0.95,
-    n_samples: int = 2000,
+    n_samples: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Daily aggregates -> posterior table, with optional decay (half-life in days, or a per-day factor)."""
@@ -323,6 +326,10 @@ class Recommender:
         self._context_keys = sorted({k[1] for k in group_keys} - {ALL})
 
     # ---- resolution
+    def group_row(self, task_type: str, context_key: str = ALL, context_value: str = ALL) -> int | None:
+        """The index row of one (task_type, context_key, context_value) group of the table, if present."""
+        return self._row.get((str(task_type), str(context_key), str(context_value)))
+
     def resolve(self, task_type: str | None, context: Mapping[str, Any] | None = None) -> int:
         """The index row for a request (most specific posterior that exists)."""
         row = self._row
@@ -350,35 +357,31 @@ class Recommender:
             frame = pd.concat([frame[["task_type"]], ctx], axis=1)
         # Context keys in column order, like dict order in a single request.
         ctx_cols = [c for c in frame.columns if c in self._context_keys]
-        task = frame["task_type"].astype(object).where(frame["task_type"].notna(), ALL).astype(str).to_numpy()
+        task = frame["task_type"].astype(object).where(frame["task_type"].notna(), ALL).to_numpy()
+        task_codes, task_uniques = pd.factorize(task)
+        task_names = [str(t) for t in task_uniques]
         result = np.full(n, -1, dtype=np.int64)
-        task_cat = pd.Categorical(task)
-        for t_level in ("task", ALL):
-            for col in ctx_cols:
-                values = frame[col].astype(object).to_numpy()
-                pending = result < 0
-                if not pending.any():
-                    break
-                cat = pd.Categorical(values)
-                cats = list(cat.categories)
-                if t_level == "task":
-                    tcats = list(task_cat.categories)
-                    lut = np.full((len(tcats), len(cats) + 1), -1, dtype=np.int64)
-                    for ti, t in enumerate(tcats):
-                        for vi, v in enumerate(cats):
-                            lut[ti, vi] = self._row.get((t, col, str(v)), -1)
-                    found = lut[task_cat.codes, np.where(cat.codes < 0, len(cats), cat.codes)]
+        factorized = []
+        for col in ctx_cols:
+            codes, uniques = pd.factorize(frame[col].astype(object).to_numpy())
+            # Missing values get code -1, which indexes the extra last column (never found).
+            factorized.append((col, np.where(codes < 0, len(uniques), codes), [str(v) for v in uniques]))
+        for level in ("task", ALL):
+            for col, codes, values in factorized:
+                if level == "task":
+                    lut = np.array(
+                        [[self._row.get((t, col, v), -1) for v in values] + [-1] for t in task_names], dtype=np.int64
+                    ).reshape(len(task_names), len(values) + 1)
+                    found = lut[task_codes, codes]
                 else:
-                    lut = np.array([self._row.get((ALL, col, str(v)), -1) for v in cats] + [-1], dtype=np.int64)
-                    found = lut[np.where(cat.codes < 0, len(cats), cat.codes)]
-                result = np.where(pending, found, result)
-            pending = result < 0
-            if t_level == "task":
-                tl = np.array([self._row.get((t, ALL, ALL), -1) for t in task_cat.categories], dtype=np.int64)
-                found = tl[task_cat.codes]
+                    lut = np.array([self._row.get((ALL, col, v), -1) for v in values] + [-1], dtype=np.int64)
+                    found = lut[codes]
+                result = np.where(result < 0, found, result)
+            if level == "task":
+                found = np.array([self._row.get((t, ALL, ALL), -1) for t in task_names], dtype=np.int64)[task_codes]
             else:
                 found = np.full(n, self._row.get((ALL, ALL, ALL), -1), dtype=np.int64)
-            result = np.where(pending, found, result)
+            result = np.where(result < 0, found, result)
         return np.where(result < 0, self.prior_row, result)
 
     # ---- scoring

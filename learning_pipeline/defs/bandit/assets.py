@@ -28,7 +28,7 @@ class PosteriorConfig(dg.Config):
     beta0: float = 1.0
     half_life_days: float | None = None  # None: no decay
     as_of: str | None = None  # reference day for decay; default: the latest event day
-    n_samples: int = 2000
+    n_samples: int = 1000
     seed: int = 0
 
 
@@ -115,7 +115,7 @@ def agent_posteriors(config: PosteriorConfig, lake: LakeResource) -> dg.Material
 def recommendations_table(post: pd.DataFrame, top_k: int, mode: str, seed: int) -> pd.DataFrame:
     rec = Recommender(post)
     groups = post[["task_type", "context_key", "context_value"]].drop_duplicates().reset_index(drop=True)
-    rows = np.array([rec._row[tuple(g)] for g in groups.itertuples(index=False)], dtype=np.int64)
+    rows = np.array([rec.group_row(*g) for g in groups.itertuples(index=False)], dtype=np.int64)
     batch = rec.recommend_rows(rows, top_k=top_k, mode=mode, rng=np.random.default_rng(seed))
     frame = batch.to_frame()
     keys = groups.iloc[frame["request_index"].to_numpy()].reset_index(drop=True)
