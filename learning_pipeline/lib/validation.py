@@ -50,21 +50,49 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
+def _t(f: EventField) -> str:
+    """Column holding the JSON type of a field (computed once per record)."""
+    return _q(f"{f.name}$type")
+
+
+def _v(f: EventField) -> str:
+    """Column holding the typed value of a field, NULL when missing or of the wrong type."""
+    return _q(f"{f.name}$value")
+
+
 def _present(f: EventField) -> str:
-    return f"({_q(f.name)} IS NOT NULL AND json_type({_q(f.name)}) <> 'NULL')"
+    return f"({_t(f)} IS NOT NULL AND {_t(f)} <> 'null')"
 
 
-def _type_ok(f: EventField) -> str:
+def _type_sql(f: EventField) -> str:
+    """The JSON type of a field as a lowercase name ('string', 'integer', 'number', 'object', ...)."""
     col = _q(f.name)
+    if f.kind == "json":
+        # Any JSON value is accepted; only presence matters, so the (possibly large) value is not parsed.
+        return f"CASE WHEN {col} IS NULL THEN NULL WHEN trim({col}) = 'null' THEN 'null' ELSE 'json' END"
+    return (
+        f"CASE json_type({col}) WHEN 'VARCHAR' THEN 'string' WHEN 'BIGINT' THEN 'integer' "
+        "WHEN 'UBIGINT' THEN 'integer' WHEN 'DOUBLE' THEN 'number' ELSE lower(json_type("
+        f"{col})) END"
+    )
+
+
+def _string_value(col: str) -> str:
+    # Unescape through the JSON parser only when the string has escapes.
+    return f"CASE WHEN contains({col}, '\\') THEN {col}->>'$' ELSE trim({col})[2:-2] END"
+
+
+def _value_sql(f: EventField) -> str:
+    col, t = _q(f.name), _t(f)
     return {
-        "string": f"json_type({col}) = 'VARCHAR'",
-        "timestamp": f"json_type({col}) = 'VARCHAR' AND TRY_CAST({col}->>'$' AS TIMESTAMPTZ) IS NOT NULL",
-        "double": f"json_type({col}) IN {_NUMBER_TYPES}",
-        "integer": f"json_type({col}) IN {_INTEGER_TYPES} AND TRY_CAST({col} AS BIGINT) IS NOT NULL",
-        "json": "true",
-        "object": f"json_type({col}) = 'OBJECT'",
-        "string_list": f"json_type({col}) = 'ARRAY' AND list_bool_and(list_transform(json_type({col}, '$[*]'), "
-        "lambda t: t = 'VARCHAR')) IS NOT false",
+        "string": f"CASE WHEN {t} = 'string' THEN {_string_value(col)} END",
+        "timestamp": f"CASE WHEN {t} = 'string' THEN TRY_CAST({_string_value(col)} AS TIMESTAMPTZ) END",
+        "double": f"CASE WHEN {t} IN ('number', 'integer') THEN TRY_CAST({col} AS DOUBLE) END",
+        "integer": f"CASE WHEN {t} = 'integer' THEN TRY_CAST({col} AS BIGINT) END",
+        "json": f"CASE WHEN {t} = 'json' THEN {col} END",
+        "object": f"CASE WHEN {t} = 'object' THEN {col} END",
+        "string_list": f"CASE WHEN {t} = 'array' AND list_bool_and(list_transform(json_type({col}, '$[*]'), "
+        f"lambda e: e = 'VARCHAR')) IS NOT false THEN from_json({col}, '[\"VARCHAR\"]') END",
     }[f.kind]
 
 
@@ -78,22 +106,8 @@ _EXPECTED = {
 }
 
 
-def typed_value_sql(f: EventField) -> str:
-    """The typed value of a field whose presence and type were checked."""
-    col = _q(f.name)
-    return {
-        "string": f"{col}->>'$'",
-        "timestamp": f"TRY_CAST({col}->>'$' AS TIMESTAMPTZ)",
-        "double": f"TRY_CAST({col} AS DOUBLE)",
-        "integer": f"TRY_CAST({col} AS BIGINT)",
-        "json": f"{col}",
-        "object": f"{col}",
-        "string_list": f"from_json({col}, '[\"VARCHAR\"]')",
-    }[f.kind]
-
-
 def _range_check(f: EventField) -> str | None:
-    value = typed_value_sql(f)
+    value = _v(f)
     conditions = []
     if f.minimum is not None:
         conditions.append(f"{value} {'<=' if f.exclusive_minimum else '<'} {f.minimum}")
@@ -121,7 +135,7 @@ def _range_check(f: EventField) -> str | None:
 
 
 def error_list_sql(rules: StagingRules) -> str:
-    """A DuckDB list of every rule a staged record breaks, in REJECT_REASONS order."""
+    """A DuckDB list of every rule a typed record breaks, in REJECT_REASONS order."""
     checks: list[str] = []
     payload = " + ".join(f"coalesce(strlen({_q(f.name)}), 0)" for f in EVENT_FIELDS)
     checks.append(
@@ -134,23 +148,20 @@ def error_list_sql(rules: StagingRules) -> str:
     for f in EVENT_FIELDS:
         if f.kind == "json":
             continue
-        message = f"'wrong_type: {f.name} must be {_EXPECTED[f.kind]}, got ' || lower(json_type({_q(f.name)}))"
-        checks.append(f"CASE WHEN {_present(f)} AND NOT ({_type_ok(f)}) THEN {message} END")
+        message = f"'wrong_type: {f.name} must be {_EXPECTED[f.kind]}, got ' || {_t(f)}"
+        checks.append(f"CASE WHEN {_present(f)} AND {_v(f)} IS NULL THEN {message} END")
     for f in EVENT_FIELDS:
         range_check = _range_check(f)
         if range_check:
-            checks.append(f"CASE WHEN {_present(f)} AND ({_type_ok(f)}) THEN {range_check} END")
+            checks.append(f"CASE WHEN {_v(f)} IS NOT NULL THEN {range_check} END")
     statuses = ", ".join(sql_literal(s) for s in STATUSES)
     severities = ", ".join(sql_literal(s) for s in SEVERITIES)
-    checks.append(
-        "CASE WHEN json_type(status) = 'VARCHAR' AND lower(trim(status->>'$')) NOT IN "
-        f"({statuses}) THEN 'unknown_status: ' || left(status->>'$', 80) END"
-    )
-    checks.append(
-        "CASE WHEN json_type(severity) = 'VARCHAR' AND lower(trim(severity->>'$')) NOT IN "
-        f"({severities}) THEN 'unknown_severity: ' || left(severity->>'$', 80) END"
-    )
-    event_time = typed_value_sql(next(f for f in EVENT_FIELDS if f.name == "timestamp"))
+    for name, allowed in (("status", statuses), ("severity", severities)):
+        value = _q(f"{name}$value")
+        checks.append(
+            f"CASE WHEN lower(trim({value})) NOT IN ({allowed}) THEN 'unknown_{name}: ' || left({value}, 80) END"
+        )
+    event_time = _q("timestamp$value")
     skew_seconds = int(rules.max_future_skew.total_seconds())
     checks.append(
         f"CASE WHEN {event_time} > received_at + INTERVAL {skew_seconds} SECOND THEN "
@@ -169,10 +180,19 @@ def error_list_sql(rules: StagingRules) -> str:
     )
 
 
+def checked_sql(source_sql: str, rules: StagingRules) -> str:
+    """Staged records with each field's JSON type and typed value computed once, and their errors."""
+    types = ", ".join(f"{_type_sql(f)} AS {_t(f)}" for f in EVENT_FIELDS)
+    values = ", ".join(f"{_value_sql(f)} AS {_v(f)}" for f in EVENT_FIELDS)
+    return f"""
+    SELECT *, {error_list_sql(rules)} AS errors
+    FROM (SELECT *, {values} FROM (SELECT *, {types} FROM ({source_sql})))"""
+
+
 def _accepted_select() -> str:
     columns = []
     for f in EVENT_FIELDS:
-        value = typed_value_sql(f)
+        value = _v(f)
         if f.name in ("status", "severity"):
             value = f"lower(trim({value}))"
         columns.append(f"CAST({value} AS {DUCKDB_TYPES[f.kind]}) AS {_q(f.name)}")
@@ -187,7 +207,7 @@ def _quarantine_select() -> str:
     return (
         "source_file, record_number, source_ref, received_at, "
         "split_part(errors[1], ':', 1) AS reason, array_to_string(errors, '; ') AS details, "
-        "CASE WHEN json_type(event_id) = 'VARCHAR' THEN event_id->>'$' END AS event_id, "
+        '"event_id$value" AS event_id, '
         f"left({raw}, 65536) AS raw_record"
     )
 
@@ -214,17 +234,17 @@ def validate_partition(
     if staged_files:
         files = "[" + ", ".join(sql_literal(str(p)) for p in staged_files) + "]"
         source = f"SELECT * EXCLUDE (event_date) FROM read_parquet({files}, union_by_name = true, hive_partitioning = true)"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS SELECT *, {error_list_sql(rules)} AS errors FROM ({source})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checked_sql(source, rules)}")
     else:
         fields = ", ".join(f"NULL::VARCHAR AS {_q(f.name)}" for f in EVENT_FIELDS)
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE checked AS SELECT NULL::VARCHAR AS source_file, NULL::BIGINT AS record_number, "
-            "NULL::VARCHAR AS source_ref, NULL::TIMESTAMPTZ AS received_at, NULL::VARCHAR AS parse_error, "
-            f"NULL::VARCHAR AS raw_record, {fields}, NULL::VARCHAR[] AS errors LIMIT 0"
+        source = (
+            "SELECT NULL::VARCHAR AS source_file, NULL::BIGINT AS record_number, NULL::VARCHAR AS source_ref, "
+            f"NULL::TIMESTAMPTZ AS received_at, NULL::VARCHAR AS parse_error, NULL::VARCHAR AS raw_record, {fields} LIMIT 0"
         )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checked_sql(source, rules)}")
     accepted = (
         f"SELECT {_accepted_select()} FROM checked WHERE len(errors) = 0 "
-        "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source_file, record_number) = 1 "
+        'QUALIFY row_number() OVER (PARTITION BY "event_id$value" ORDER BY source_file, record_number) = 1 '
         'ORDER BY "timestamp", event_id'
     )
     quarantined = f"SELECT {_quarantine_select()} FROM checked WHERE len(errors) > 0 ORDER BY source_file, record_number"
@@ -237,7 +257,7 @@ def validate_partition(
     )
     quarantined_n = sum(by_reason.values())
     valid_n = received - quarantined_n
-    accepted_n = con.execute("SELECT count(DISTINCT event_id->>'$') FROM checked WHERE len(errors) = 0").fetchone()[0]
+    accepted_n = con.execute('SELECT count(DISTINCT "event_id$value") FROM checked WHERE len(errors) = 0').fetchone()[0]
     counts = PartitionCounts(received, accepted_n, quarantined_n, valid_n - accepted_n, by_reason)
     unknown = set(by_reason) - set(REJECT_REASONS)
     if unknown or not counts.balanced():

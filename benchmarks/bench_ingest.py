@@ -1,0 +1,120 @@
+"""Ingestion benchmark: JSONL landing files -> validated, de-duplicated, daily-partitioned Parquet.
+
+    python benchmarks/bench_ingest.py --events 1000000 10000000
+
+For each volume, a child process generates the events with the simulator (10 days, 100k lines per file,
+0.1% malformed records, 1% re-deliveries), then measures, in a fresh child process each:
+  baseline   DuckDB alone: read_json over all landing files -> one Parquet file, no validation
+  pipeline   staging (split by event date) + validation + de-duplication of every day
+and prints events/s and the peak resident memory of the measuring process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from learning_pipeline.lib.lake import LakePaths
+from learning_pipeline.lib.simulate import SimulationConfig, write_simulation
+from learning_pipeline.lib.staging import StagingRules, current_entries, stage_pending, staged_files_for
+from learning_pipeline.lib.validation import validate_partition
+from learning_pipeline.lib.warehouse import sql_literal
+
+DAYS = 10
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def generate(data_dir: str, events: int) -> dict:
+    config = SimulationConfig(
+        days=DAYS, events_per_day=events // DAYS, seed=1, malformed_share=0.001, duplicate_share=0.01,
+        propensities=True, file_events=100_000,
+    )
+    return write_simulation(config, data_dir).summary()
+
+
+def baseline(data_dir: str) -> dict:
+    paths = LakePaths.at(data_dir)
+    out = Path(data_dir) / "baseline.parquet"
+    start = time.perf_counter()
+    with duckdb.connect() as con:
+        rows = con.execute(
+            f"COPY (SELECT * FROM read_json({sql_literal(str(paths.landing / '*.jsonl'))}, format = 'newline_delimited', "
+            "ignore_errors = true, union_by_name = true)) TO " + sql_literal(str(out)) + " (FORMAT parquet)"
+        ).fetchone()[0]
+    return {"seconds": time.perf_counter() - start, "rows": rows, "peak_rss_mb": peak_rss_mb()}
+
+
+def pipeline(data_dir: str) -> dict:
+    paths = LakePaths.at(data_dir).ensure()
+    rules = StagingRules(first_date=date(2000, 1, 1))
+    start = time.perf_counter()
+    stage_pending(paths, rules)
+    staged_at = time.perf_counter()
+    days = sorted({d for e in current_entries(paths).values() for d in e.dates})
+    totals = {"received": 0, "accepted": 0, "quarantined": 0, "duplicates": 0}
+    with duckdb.connect() as con:
+        con.execute("SET preserve_insertion_order = false")
+        for day in days:
+            counts = validate_partition(
+                con, staged_files_for(paths, day), rules,
+                paths.partition_dir("outcome_events", day) / "data.parquet",
+                paths.partition_dir("quarantined_events", day) / "data.parquet",
+            )
+            for key in totals:
+                totals[key] += getattr(counts, key)
+    end = time.perf_counter()
+    return {"seconds": end - start, "staging_seconds": staged_at - start, "validation_seconds": end - staged_at,
+            **totals, "peak_rss_mb": peak_rss_mb()}
+
+
+def child(step: str, data_dir: str, events: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", step, "--data-dir", data_dir, "--events", str(events)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--child")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args()
+    if args.child:
+        result = {"generate": generate, "baseline": baseline, "pipeline": pipeline}[args.child](
+            *([args.data_dir, args.events[0]] if args.child == "generate" else [args.data_dir])
+        )
+        print(json.dumps(result))
+        return
+
+    print(f"{'events':>11} {'step':<9} {'seconds':>8} {'events/s':>10} {'peak MB':>8}  notes")
+    for events in args.events:
+        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+            gen = child("generate", tmp, events)
+            lines = gen["lines"]
+            for step in ("baseline", "pipeline"):
+                r = child(step, tmp, events)
+                notes = ""
+                if step == "pipeline":
+                    notes = (f"staging {r['staging_seconds']:.1f}s, validation {r['validation_seconds']:.1f}s; "
+                             f"accepted {r['accepted']}, quarantined {r['quarantined']}, duplicates {r['duplicates']}, "
+                             f"received {r['received']} of {lines} lines")
+                print(f"{events:>11} {step:<9} {r['seconds']:>8.1f} {lines / r['seconds']:>10,.0f} {r['peak_rss_mb']:>8.0f}  {notes}",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
