@@ -44,7 +44,6 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
         echo(f"simulated {summary['events']} events over {settings.days} days into {paths.landing}")
 
     # Imported here: the definitions read the data directory from the environment when loaded.
-    from learning_pipeline.defs.events.assets import outcome_events  # noqa: F401  (registers nothing; keeps import order)
     from learning_pipeline.definitions import defs
     from learning_pipeline.lib.staging import stage_pending
     from learning_pipeline.defs.resources import default_lake_resource
@@ -53,15 +52,20 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
     days = sorted({day for entry in current_entries(paths).values() for day in entry.dates})
     daily_job = defs.resolve_job_def("daily_job")
     learning_job = defs.resolve_job_def("learning_job")
+    cycle_job = defs.resolve_job_def("learning_cycle_job")
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with dg.DagsterInstance.get() as instance:
         for day in days:
-            result = daily_job.execute_in_process(partition_key=day, instance=instance)
+            result = daily_job.execute_in_process(partition_key=day, instance=instance, run_config=quiet)
             if not result.success:
                 raise RuntimeError(f"daily_job failed for {day} (run {result.run_id})")
         echo(f"ingested {len(days)} day(s): {days[0]} .. {days[-1]}")
-        result = learning_job.execute_in_process(instance=instance)
+        result = learning_job.execute_in_process(instance=instance, run_config=quiet)
         if not result.success:
             raise RuntimeError(f"learning_job failed (run {result.run_id})")
+        result = cycle_job.execute_in_process(partition_key=days[-1], instance=instance, run_config=quiet)
+        if not result.success:
+            raise RuntimeError(f"learning_cycle_job failed for {days[-1]} (run {result.run_id})")
 
     con = lake_connection(paths)
     counts = con.execute(
@@ -69,15 +73,22 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
     ).fetchone()
     top = con.execute(
         "SELECT task_type, agent_name, round(score, 3) FROM agent_recommendations "
-        "WHERE rank = 1 ORDER BY task_type LIMIT 8"
-    ).fetchall() if "agent_recommendations" in con.execute("SHOW TABLES").fetchdf()["name"].tolist() else []
+        "WHERE rank = 1 AND context_key = '*' AND task_type <> '*' ORDER BY task_type"
+    ).fetchall()
+    versions = con.execute(
+        "SELECT version_number, gate, gate_reason, aliases FROM model_versions ORDER BY version_number"
+    ).fetchall()
     summary = {"days": len(days), "accepted": counts[0], "quarantined": counts[1], "top_agents": top}
     echo("")
     echo(f"accepted events: {counts[0]}   quarantined: {counts[1]}   lake: {paths.lake}")
+    echo("recommended agent per task type (posterior mean):")
     for task_type, agent, score in top:
-        echo(f"  best for {task_type:<24} {agent:<20} score {score}")
+        echo(f"  {task_type:<24} {agent:<20} {score}")
+    for number, gate, reason, aliases in versions:
+        echo(f"model agent-router v{number}: {gate} ({reason}) aliases: {aliases or '-'}")
     echo("")
     echo(f"query it:      duckdb {paths.warehouse}  (views: outcome_events, agent_stats, agent_posteriors, ...)")
+    echo(f"MLflow:        mlflow ui --backend-store-uri sqlite:///{data_dir / 'mlflow.db'}")
     echo(f"open the UI:   DAGSTER_HOME={home} {DATA_DIR_ENV}={data_dir} dagster dev   (or: make ui)")
     echo("               then http://127.0.0.1:3000 shows the asset graph and these materializations")
     return summary
