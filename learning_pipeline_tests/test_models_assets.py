@@ -147,8 +147,10 @@ def _free_port() -> int:
 def test_mlflow_models_serve_serves_the_champion(materialized):
     _, resources, _, _ = materialized
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": resources["mlflow"].uri}
-    mlflow_bin = str(Path(PYTHON).with_name("mlflow"))
+    bin_dir = str(Path(PYTHON).parent)  # the scoring server runs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": resources["mlflow"].uri,
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    mlflow_bin = str(Path(bin_dir) / "mlflow")
     proc = subprocess.Popen(
         [mlflow_bin, "models", "serve", "-m", "models:/agent-router@champion", "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
