@@ -224,31 +224,30 @@ def stage_file(paths: LakePaths, path: Path, rules: StagingRules) -> StagedFile:
     out_dir = paths.staging / f".tmp-{token}"
     con = _connect()
     try:
+        copy_options = "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (event_date), FILENAME_PATTERN 'part_{i}')"
         try:
             source = _fields_source_sql(con, path, rules)
-            con.execute(f"CREATE TEMP TABLE staged AS {_routed_sql(source, relative, received_at, rules)}")
+            con.execute(f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {sql_literal(str(out_dir))} {copy_options}")
         except duckdb.InvalidInputException:
             # The fast reader refuses files with bad lines; read them line by line so each bad line is kept.
             if path.name.lower().endswith(PARQUET_SUFFIXES):
                 raise
+            shutil.rmtree(out_dir, ignore_errors=True)
             source = _parsed_lines_sql(_raw_lines_source(path), rules.max_record_bytes)
-            con.execute(f"CREATE TEMP TABLE staged AS {_routed_sql(source, relative, received_at, rules)}")
-        counts = dict(con.execute("SELECT event_date::VARCHAR, count(*) FROM staged GROUP BY 1 ORDER BY 1").fetchall())
+            con.execute(f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {sql_literal(str(out_dir))} {copy_options}")
+        parts = sorted(out_dir.glob("event_date=*/*.parquet"))
+        counts: dict[str, int] = {}
         staged: dict[str, str] = {}
-        if counts:
-            con.execute(
-                f"COPY staged TO {sql_literal(str(out_dir))} (FORMAT parquet, COMPRESSION zstd, "
-                "PARTITION_BY (event_date), FILENAME_PATTERN 'part_{i}')"
-            )
-            file_id = f"{_file_id(relative)}-{token}"
-            for day in counts:
-                final = paths.staging / f"event_date={day}" / f"{file_id}.parquet"
-                final.parent.mkdir(parents=True, exist_ok=True)
-                parts = sorted((out_dir / f"event_date={day}").glob("*.parquet"))
-                if len(parts) != 1:
-                    raise RuntimeError(f"expected one staged part for {relative} on {day}, found {len(parts)}")
-                os.replace(parts[0], final)
-                staged[day] = final.relative_to(paths.staging).as_posix()
+        file_id = f"{_file_id(relative)}-{token}"
+        for part in parts:
+            day = part.parent.name.removeprefix("event_date=")
+            if day in staged:
+                raise RuntimeError(f"expected one staged part for {relative} on {day}")
+            counts[day] = con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(part))})").fetchone()[0]
+            final = paths.staging / f"event_date={day}" / f"{file_id}.parquet"
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(part, final)
+            staged[day] = final.relative_to(paths.staging).as_posix()
     finally:
         con.close()
         shutil.rmtree(out_dir, ignore_errors=True)

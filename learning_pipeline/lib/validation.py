@@ -25,7 +25,7 @@ from learning_pipeline.lib.schema import (
     STATUSES,
     EventField,
 )
-from learning_pipeline.lib.staging import StagingRules
+from learning_pipeline.lib.staging import RAW_RECORD_KEEP_BYTES, StagingRules
 from learning_pipeline.lib.warehouse import sql_literal
 
 MAX_NAME_LENGTH = 256
@@ -77,16 +77,11 @@ def _type_sql(f: EventField) -> str:
     )
 
 
-def _string_value(col: str) -> str:
-    # Unescape through the JSON parser only when the string has escapes.
-    return f"CASE WHEN contains({col}, '\\') THEN {col}->>'$' ELSE trim({col})[2:-2] END"
-
-
 def _value_sql(f: EventField) -> str:
     col, t = _q(f.name), _t(f)
     return {
-        "string": f"CASE WHEN {t} = 'string' THEN {_string_value(col)} END",
-        "timestamp": f"CASE WHEN {t} = 'string' THEN TRY_CAST({_string_value(col)} AS TIMESTAMPTZ) END",
+        "string": f"CASE WHEN {t} = 'string' THEN {col}->>'$' END",
+        "timestamp": f"CASE WHEN {t} = 'string' THEN TRY_CAST({col}->>'$' AS TIMESTAMPTZ) END",
         "double": f"CASE WHEN {t} IN ('number', 'integer') THEN TRY_CAST({col} AS DOUBLE) END",
         "integer": f"CASE WHEN {t} = 'integer' THEN TRY_CAST({col} AS BIGINT) END",
         "json": f"CASE WHEN {t} = 'json' THEN {col} END",
@@ -181,12 +176,20 @@ def error_list_sql(rules: StagingRules) -> str:
 
 
 def checked_sql(source_sql: str, rules: StagingRules) -> str:
-    """Staged records with each field's JSON type and typed value computed once, and their errors."""
+    """Staged records as typed values plus their errors; the raw record is kept only for rejected ones."""
     types = ", ".join(f"{_type_sql(f)} AS {_t(f)}" for f in EVENT_FIELDS)
     values = ", ".join(f"{_value_sql(f)} AS {_v(f)}" for f in EVENT_FIELDS)
+    raw = "coalesce(raw_record, to_json(struct_pack(" + ", ".join(
+        f"{_q(f.name)} := {_q(f.name)}::JSON" for f in EVENT_FIELDS
+    ) + "))::VARCHAR)"
+    kept = ", ".join(_v(f) for f in EVENT_FIELDS)
     return f"""
-    SELECT *, {error_list_sql(rules)} AS errors
-    FROM (SELECT *, {values} FROM (SELECT *, {types} FROM ({source_sql})))"""
+    SELECT source_file, record_number, source_ref, received_at, {kept}, errors,
+           CASE WHEN len(errors) > 0 THEN left({raw}, {RAW_RECORD_KEEP_BYTES}) END AS raw_record
+    FROM (
+        SELECT *, {error_list_sql(rules)} AS errors
+        FROM (SELECT *, {values} FROM (SELECT *, {types} FROM ({source_sql})))
+    )"""
 
 
 def _accepted_select() -> str:
@@ -201,14 +204,10 @@ def _accepted_select() -> str:
 
 
 def _quarantine_select() -> str:
-    raw = "coalesce(raw_record, to_json(struct_pack(" + ", ".join(
-        f"{_q(f.name)} := {_q(f.name)}::JSON" for f in EVENT_FIELDS
-    ) + "))::VARCHAR)"
     return (
         "source_file, record_number, source_ref, received_at, "
         "split_part(errors[1], ':', 1) AS reason, array_to_string(errors, '; ') AS details, "
-        '"event_id$value" AS event_id, '
-        f"left({raw}, 65536) AS raw_record"
+        '"event_id$value" AS event_id, raw_record'
     )
 
 
