@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from learning_pipeline.defs.autonomy.definitions import defs as autonomy_defs
+from learning_pipeline.defs.autonomy.resources import default_autonomy_resource
 from learning_pipeline.defs.bandit.definitions import defs as bandit_defs
 from learning_pipeline.defs.events.definitions import defs as events_defs
 from learning_pipeline.defs.ingest.definitions import defs as ingest_defs
@@ -51,6 +53,7 @@ daily_schedule = dg.build_schedule_from_partitioned_job(
 
 defs = dg.Definitions.merge(
     domain_defs,
+    autonomy_defs,
     dg.Definitions(
         jobs=[daily_job, learning_job, learning_cycle_job],
         schedules=[daily_schedule],
@@ -58,6 +61,7 @@ defs = dg.Definitions.merge(
             "lake": default_lake_resource(),
             "kafka": default_kafka_resource(),
             "mlflow": default_mlflow_resource(),
+            "autonomy": default_autonomy_resource(),
         },
     ),
 )

@@ -1,0 +1,148 @@
+"""Autonomy assets (approvals, graduation, alerts) and the human-approval jobs."""
+
+
+import dagster as dg
+import pandas as pd
+
+from learning_pipeline.defs.autonomy.resources import AutonomyResource
+from learning_pipeline.defs.models.resources import MlflowResource
+from learning_pipeline.defs.resources import LakeResource
+from learning_pipeline.lib import autonomy as loop
+from learning_pipeline.lib import autonomy_ops, graduation
+from learning_pipeline.lib.alerts import DegradationRule, detect_degradation, milestone_alerts, raise_and_notify, \
+    window_success_rates
+from learning_pipeline.lib.warehouse import lake_connection
+
+
+def _md(frame: pd.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.to_markdown(index=False) if not frame.empty else "(none)")
+
+
+@dg.asset(
+    deps=[dg.AssetDep("model_versions")],
+    kinds={"mlflow", "parquet"},
+    group_name="autonomy",
+    description="Approval of every version the eval gate accepted: auto-approved when auto-approval is on and "
+    "the thresholds hold, else pending_approval (a person approves; @champion stays on an approved version).",
+)
+def model_approvals(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource,
+                    autonomy: AutonomyResource) -> dg.MaterializeResult:
+    paths = lake.paths
+    decided = autonomy_ops.decide_approvals(paths, mlflow.uri, autonomy.thresholds(), now=autonomy.clock())
+    approvals = graduation.read_approvals(paths)
+    for rec in decided:
+        context.log.info(f"v{rec['version']}: {rec['decision']} ({rec['reason']})")
+    return dg.MaterializeResult(metadata={
+        "auto_approve": autonomy.auto_approve,
+        "decided_now": len(decided),
+        "pending": int((approvals.groupby("version")["decision"].last() == graduation.PENDING).sum())
+        if not approvals.empty else 0,
+        "decisions": _md(approvals[["version", "decision", "decided_by", "reason", "at"]].tail(20)),
+    })
+
+
+@dg.asset(
+    deps=[model_approvals, dg.AssetDep("outcome_events")],
+    kinds={"mlflow", "parquet"},
+    group_name="autonomy",
+    description="learning -> shadow when the graduation criteria hold on live traffic; shadow versions compared "
+    "with live traffic and logged to MLflow; shadow/live demoted to learning on degradation. Live needs a "
+    "human approval (graduation_approval_job or `learning-pipeline graduation approve`).",
+)
+def graduation_status(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource,
+                      autonomy: AutonomyResource) -> dg.MaterializeResult:
+    paths = lake.paths
+    results = autonomy_ops.run_graduation(
+        paths, mlflow.uri, autonomy.criteria(), triggered_by=f"graduation_status (run {context.run.run_id[:8]})",
+        now=autonomy.clock(), store=autonomy.alert_store(paths), webhook_url=autonomy.webhook_url or None,
+        artifact_location=mlflow.artifact_location,
+    )
+    frame = pd.DataFrame(results)
+    cols = [c for c in ["version", "stage_before", "stage", "n_agree", "success_agree", "agreement_rate",
+                        "max_drawdown", "unmet"] if c in frame.columns]
+    return dg.MaterializeResult(metadata={
+        "checked": len(results),
+        "status": _md(autonomy_ops.status_frame(paths, mlflow.uri)),
+        "checks": _md(frame[cols].round(4) if not frame.empty else frame),
+    })
+
+
+@dg.asset(
+    deps=[graduation_status, dg.AssetDep("outcome_events")],
+    kinds={"duckdb", "parquet"},
+    group_name="autonomy",
+    description="agent_alerts: PERFORMANCE_DEGRADATION (success rate down > 10% relative over the last 3 "
+    "windows), MILESTONE, plus CONVERGENCE, GRADUATION_READY and ERROR raised by sensors and graduation; "
+    "de-duplicated; optionally POSTed to a webhook.",
+)
+def agent_alerts(context: dg.AssetExecutionContext, lake: LakeResource,
+                 autonomy: AutonomyResource) -> dg.MaterializeResult:
+    paths = lake.paths
+    now = autonomy.clock()
+    store = autonomy.alert_store(paths)
+    rule = DegradationRule(relative_drop=autonomy.degradation_relative_drop,
+                           min_samples=autonomy.degradation_min_samples)
+    with lake_connection(paths) as con:
+        rates = window_success_rates(con, now.date(), rule)
+    candidates = detect_degradation(rates, rule)
+    candidates += milestone_alerts(_cycles(paths))
+    raised = []
+    for alert in candidates:
+        alert.source = f"agent_alerts (run {context.run.run_id[:8]})"
+        row, detail = raise_and_notify(store, alert, autonomy.webhook_url or None, now=now)
+        if row is not None:
+            raised.append(row)
+            context.log.info(f"{alert.severity} {alert.alert_type}: {alert.title} (webhook: {detail})")
+    open_alerts = store.list(include_acknowledged=False)
+    return dg.MaterializeResult(metadata={
+        "raised": len(raised),
+        "suppressed": len(candidates) - len(raised),
+        "open": len(open_alerts),
+        "open_alerts": _md(open_alerts[["id", "alert_type", "severity", "title", "created_at"]].head(20)),
+    })
+
+
+def _cycles(paths) -> int:
+    cycles = loop.read_learning_cycles(paths)
+    return int((cycles["event_type"] == loop.CYCLE_REQUESTED).sum())
+
+
+autonomy_job = dg.define_asset_job(
+    "autonomy_job",
+    selection=dg.AssetSelection.assets(model_approvals, graduation_status, agent_alerts),
+    description="After a learning cycle (and on its schedule): approvals, graduation check, alerts.",
+)
+
+
+# ---- human decisions -----------------------------------------------------------------------------
+
+class HumanDecisionConfig(dg.Config):
+    version: int
+    by: str
+    reason: str
+
+
+@dg.op(description="shadow -> live for one version: the only way a version goes live.")
+def approve_for_live(context: dg.OpExecutionContext, config: HumanDecisionConfig, lake: LakeResource,
+                     mlflow: MlflowResource) -> dict:
+    rec = autonomy_ops.approve_live(lake.paths, mlflow.uri, config.version, config.by, config.reason)
+    context.log.info(f"v{config.version} is live, approved by {config.by}: {config.reason}")
+    return rec
+
+
+@dg.job(description="Approve a version in shadow for live traffic (config: version, by, reason).")
+def graduation_approval_job():
+    approve_for_live()
+
+
+@dg.op(description="Approve a gate-accepted version waiting for a person: it becomes @champion.")
+def approve_pending_candidate(context: dg.OpExecutionContext, config: HumanDecisionConfig, lake: LakeResource,
+                              mlflow: MlflowResource) -> dict:
+    rec = autonomy_ops.approve_candidate(lake.paths, mlflow.uri, config.version, config.by, config.reason)
+    context.log.info(f"v{config.version} approved by {config.by}: {config.reason}")
+    return rec
+
+
+@dg.job(description="Approve a candidate in pending_approval (config: version, by, reason).")
+def candidate_approval_job():
+    approve_pending_candidate()
