@@ -58,7 +58,7 @@ def pipeline_full(paths: LakePaths):
     con.execute("SET preserve_insertion_order = false").fetchall()
     t0 = time.perf_counter()
     as_of = con.execute("SELECT max(\"timestamp\") FROM outcome_events").fetchall()[0][0]
-    vars = {"as_of": as_of, "recent_from": (as_of - timedelta(days=3)).date()}
+    vars = {"as_of": as_of, "recent_from": (as_of - timedelta(days=2)).date()}
     project.run(con, select=["agent_daily_stats", "agent_daily_errors", "agent_daily_latency_hist"], vars=vars)
     t1 = time.perf_counter()
     project.run(con, select=["agent_stats", "agent_task_stats"], vars=vars,

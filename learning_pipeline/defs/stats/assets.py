@@ -1,7 +1,7 @@
 """agent_daily_stats (one partition per UTC day) and the agent_stats / agent_task_stats marts.
 
 The marts never rescan all history: the 'all' window, the EMA and the all-time latency quantiles come from
-the daily aggregates, and so do the 7d window and the 7d before it (whole UTC days); only the last 3 days of
+the daily aggregates, and so do the 7d window and the 7d before it (whole UTC days); only the last 2-3 partitions of
 raw events are read, for the 1h/24h windows and the windows before them (trends).
 """
 
@@ -24,7 +24,7 @@ DAILY_TABLES = ("agent_daily_stats", "agent_daily_errors", "agent_daily_latency_
 STATS_MARTS = ("agent_stats", "agent_task_stats")
 OUTCOME_EVENTS = dg.AssetKey("outcome_events")
 DEFAULT_CONTEXT_KEYS = ["complexity", "domain"]
-RECENT_DAYS = 3  # the 24h window and the 24h window before it, plus one day of slack
+RECENT_DAYS = 2  # the 24h window and the 24h window before it (events after T - 48h)
 
 
 def stats_connection(paths: LakePaths) -> duckdb.DuckDBPyConnection:
