@@ -6,7 +6,8 @@ Time split (whole UTC days, the partition grain):
 For a daily partition D the cycle uses cutoff = D - eval_days + 1, i.e. it evaluates on the partition's
 day (and the days before it when eval_days > 1) and trains on the window before.
 
-The contextual model (scikit-learn HistGradientBoosting on task_type, context keys and agent) is fitted on
+The contextual model (scikit-learn logistic regression on one-hot task_type, context keys, agent and the
+agent's interactions with each of them) is fitted on
 the first part of the training window and kept only if its log loss on the last `validation_days` of the
 window beats the posteriors fitted on the same part; then it is refitted on the whole window.
 
@@ -237,7 +238,7 @@ def _maybe_contextual(con, window: Window, config: CycleConfig, daily: pd.DataFr
     if ll_model < ll_post - config.min_validation_gain:
         full = cells.groupby(key_cols, dropna=False, as_index=False)[["n", "reward_sum"]].sum()
         policy.model = fit_contextual_model(full, config.context_keys, seed=config.seed)
-        policy.model_kind = "hist_gradient_boosting"
+        policy.model_kind = "logistic_regression"
     return policy
 
 
@@ -293,6 +294,9 @@ def run_cycle(
     timings.update(trained.timings_ms)
     t = time.perf_counter()
     with registry.tracking(tracking_uri) as client:
+        registry.ensure_experiment(client, artifact_location=artifact_location)  # creates the store on first use
+        timings["mlflow_setup"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
         champion_version = registry.current_champion(client)
     champion = registry.load_policy(tracking_uri, champion_version) if champion_version is not None else None
     timings["load_champion"] = (time.perf_counter() - t) * 1000

@@ -66,7 +66,7 @@ class RoutingPolicy:
     context_keys: tuple[str, ...] = DEFAULT_CONTEXT_KEYS
     prior_mean: float = 0.5
     params: dict[str, Any] = field(default_factory=dict)
-    model: Any = None  # fitted scikit-learn classifier over (task_type, context keys, agent) or None
+    model: Any = None  # fitted scikit-learn pipeline over (task_type, context keys, agent) or None
     model_kind: str = "posteriors"
     validation: dict[str, float] = field(default_factory=dict)
 
@@ -106,7 +106,7 @@ class RoutingPolicy:
         m, k = len(ctx), len(self.agents)
         grid = ctx.loc[np.repeat(np.arange(m), k)].reset_index(drop=True)
         grid["agent_name"] = np.tile(np.array(self.agents, dtype=object), m)
-        proba = self.model.predict_proba(feature_frame(grid, self.context_keys, self.model.categories_))[:, 1]
+        proba = self.model.predict_proba(feature_frame(grid, self.context_keys))[:, 1]
         return proba.reshape(m, k)
 
     def score_contexts(self, contexts: pd.DataFrame) -> np.ndarray:
@@ -206,32 +206,41 @@ def _factorize_rows(frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
 
 # ---- contextual success model (scikit-learn) ------------------------------------------------------
 
-def feature_frame(rows: pd.DataFrame, context_keys: tuple[str, ...], categories: dict[str, list]) -> pd.DataFrame:
-    cols = ["task_type", *context_keys, "agent_name"]
-    return pd.DataFrame(
-        {c: pd.Categorical(rows[c].astype(object) if c in rows.columns else None, categories=categories[c]) for c in cols}
-    )
+def feature_frame(rows: pd.DataFrame, context_keys: tuple[str, ...]) -> pd.DataFrame:
+    """Categorical features: task_type, each context key, agent, and agent x (task_type, each context key)."""
+    def col(name: str) -> pd.Series:
+        values = rows[name] if name in rows.columns else pd.Series([None] * len(rows), index=rows.index)
+        return values.astype(object).where(values.notna(), "<none>").astype(str)
+
+    agent = col("agent_name")
+    out = {"task_type": col("task_type"), "agent_name": agent}
+    for key in context_keys:
+        out[key] = col(key)
+    for name in ("task_type", *context_keys):
+        out[f"agent_x_{name}"] = agent + "|" + out[name]
+    return pd.DataFrame(out).reset_index(drop=True)
 
 
 def fit_contextual_model(cells: pd.DataFrame, context_keys: tuple[str, ...], seed: int = 0):
-    """Fit a gradient-boosted success model on aggregated cells (task, context..., agent, reward_sum, n)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    """Logistic regression on one-hot task, context, agent and agent interactions, fitted on aggregated cells
+    (task, context..., agent, reward_sum, n) with weights: each cell is one positive row weighted by its reward
+    sum and one negative row weighted by the rest. Unknown categories at prediction time count as absent."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
 
-    cols = ["task_type", *context_keys, "agent_name"]
-    categories = {c: sorted(cells[c].dropna().astype(str).unique().tolist()) for c in cols}
-    x = feature_frame(cells, context_keys, categories)
+    x = feature_frame(cells, context_keys)
     pos = cells["reward_sum"].to_numpy(float)
     neg = cells["n"].to_numpy(float) - pos
     xx = pd.concat([x, x], ignore_index=True)
     y = np.r_[np.ones(len(x)), np.zeros(len(x))]
     w = np.r_[pos, neg]
     keep = w > 0
-    model = HistGradientBoostingClassifier(
-        categorical_features="from_dtype", max_iter=100, max_leaf_nodes=15, learning_rate=0.1, random_state=seed,
-        early_stopping=False,
+    model = make_pipeline(
+        OneHotEncoder(handle_unknown="ignore"),
+        LogisticRegression(C=1.0, max_iter=500, random_state=seed),
     )
-    model.fit(xx[keep].reset_index(drop=True), y[keep], sample_weight=w[keep])
-    model.categories_ = categories
+    model.fit(xx[keep].reset_index(drop=True), y[keep], logisticregression__sample_weight=w[keep] / w[keep].mean())
     return model
 
 

@@ -53,16 +53,20 @@ def default_artifact_location(data_dir: str | os.PathLike) -> str:
 
 @contextlib.contextmanager
 def tracking(tracking_uri: str) -> Iterator[MlflowClient]:
-    """Point the fluent MLflow API at `tracking_uri` for the duration of the block."""
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    """Point the fluent MLflow API at `tracking_uri` for the duration of the block, then restore the
+    previous setting (MLflow mirrors it into MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI for subprocesses,
+    so those are restored too)."""
+    previous_tracking = os.environ.get("MLFLOW_TRACKING_URI")
+    previous_registry = os.environ.get("MLFLOW_REGISTRY_URI")
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
         yield MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     finally:
-        if previous is not None:
-            mlflow.set_tracking_uri(previous)
-            mlflow.set_registry_uri(previous)
+        mlflow.set_tracking_uri(previous_tracking)
+        mlflow.set_registry_uri(previous_registry)
+        if previous_registry is None:
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 def ensure_experiment(client: MlflowClient, name: str = EXPERIMENT_NAME, artifact_location: str | None = None) -> str:
