@@ -20,8 +20,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/learning-pipeline demo --data-dir $(DATA_DIR) --dagster-home $(DAGSTER_HOME)
 
+# The venv's bin first on PATH, as if activated: tests start servers (mlflow, uvicorn) by name.
 test: $(STAMP)
-	$(BIN)/pytest -n 2 -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n 2 -q
 
 ui: $(STAMP)
 	DAGSTER_HOME=$(DAGSTER_HOME) LEARNING_PIPELINE_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/dagster dev -w workspace.yaml
