@@ -188,7 +188,9 @@ def add_rollback(subparsers) -> None:
 
 
 # Each entry registers one subcommand; new subcommands add one function here.
-SUBCOMMANDS: list[Callable] = [add_demo, add_simulate, add_consume, add_rollback]
+from learning_pipeline.autonomy_cli import add_alerts, add_graduation  # noqa: E402
+
+SUBCOMMANDS: list[Callable] = [add_demo, add_simulate, add_consume, add_rollback, add_alerts, add_graduation]
 
 
 def build_parser() -> argparse.ArgumentParser:

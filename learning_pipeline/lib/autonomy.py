@@ -52,10 +52,10 @@ class LoopSettings:
     max_iterations_per_day: int = 10
     convergence_threshold: float = 0.01
     convergence_cycles: int = 3
-    # data shift: two-proportion z-test per agent, events since convergence vs the window before it
-    shift_z: float = 3.0
-    shift_window_hours: float = 24.0
-    shift_min_samples: int = 50
+    # data shift: two-proportion z-test per (task_type, agent), events since convergence vs the window before it
+    shift_z: float = 4.0
+    shift_window_hours: float = 48.0
+    shift_min_samples: int = 30
 
     def __post_init__(self):
         if self.min_new_events < 0 or self.max_iterations_per_day < 1 or self.min_iteration_gap_minutes < 0:
@@ -73,6 +73,7 @@ class LoopState:
     cycles_today: int = 0
     converged_at: datetime | None = None  # set while converged
     awake_since: datetime | None = None  # last wake-up (or None: since the beginning)
+    evaluations_at_wake: int = 0  # evaluated cycles recorded before the last wake-up (they no longer count)
     total_cycles: int = 0
 
 
@@ -103,7 +104,7 @@ def read_learning_cycles(paths: LakePaths) -> pd.DataFrame:
         return LEARNING_CYCLES_SCHEMA.empty_table().to_pandas()
     with duckdb.connect() as con:
         return con.execute(
-            "SELECT * FROM read_parquet(?, union_by_name = true) ORDER BY at, id", [[str(f) for f in files]]
+            "SELECT * FROM read_parquet(?, union_by_name = true) ORDER BY \"at\", id", [[str(f) for f in files]]
         ).df()
 
 
@@ -143,21 +144,21 @@ def loop_state(cycles: pd.DataFrame, now: datetime) -> LoopState:
         woken = marks[marks["event_type"] == WOKEN]
         if not woken.empty:
             state.awake_since = _utc(woken.iloc[-1]["at"])
+            state.evaluations_at_wake = int(json.loads(woken.iloc[-1]["details"] or "{}").get("evaluations", 0))
     return state
 
 
 # ---- convergence and data shift -------------------------------------------------------------------
 
-def recent_improvements(learning_events: pd.DataFrame, since: datetime | None, n: int) -> list[float]:
-    """Improvements of the last `n` evaluated cycles created after `since` (oldest first)."""
+def recent_improvements(learning_events: pd.DataFrame, skip: int, n: int) -> tuple[list[float], int]:
+    """Improvements of the last `n` evaluated cycles after the first `skip` ones (oldest first), and the number
+    of evaluated cycles. Counting, not timestamps, keeps this independent of the clock the sensor runs on."""
     if learning_events.empty:
-        return []
+        return [], 0
     ev = learning_events[learning_events["event_type"].isin(["evaluation_accepted", "evaluation_rejected"])]
-    if since is not None:
-        ev = ev[pd.to_datetime(ev["created_at"], utc=True) > pd.Timestamp(since)]
     ev = ev.sort_values("created_at")
     values = ev["improvement"].astype(float).fillna(0.0).tolist()
-    return values[-n:]
+    return values[skip:][-n:], len(values)
 
 
 @dataclass
@@ -171,25 +172,28 @@ class ShiftResult:
 
 def detect_shift(con: duckdb.DuckDBPyConnection, split: datetime, now: datetime,
                  settings: LoopSettings = LoopSettings()) -> ShiftResult:
-    """Two-proportion z-test per agent: success rate of events in [split, now) vs [split - window, split).
+    """Two-proportion z-test per (task_type, agent): success rate of events in the recent window
+    [max(split, now - window), now) vs the window before the split [split - window, split).
 
     Events are read from outcome_events by their timestamp (only the event_date partitions in range are
     scanned); agents need `shift_min_samples` events on both sides.
     """
     split, now = _utc(split), _utc(now)
-    start = split - timedelta(hours=settings.shift_window_hours)
+    window = timedelta(hours=settings.shift_window_hours)
+    start = split - window
+    recent = max(split, now - window)  # the recent window: what arrived lately, after the split
     sql = """
-        SELECT agent_name,
+        SELECT coalesce(task_type, action_type, 'unspecified') AS task_type, agent_name,
                count(*) FILTER (WHERE timestamp < ?) AS n_before,
                count(*) FILTER (WHERE timestamp < ? AND status = 'success') AS s_before,
                count(*) FILTER (WHERE timestamp >= ?) AS n_after,
                count(*) FILTER (WHERE timestamp >= ? AND status = 'success') AS s_after
         FROM outcome_events
         WHERE cast(event_date AS DATE) BETWEEN ?::DATE AND ?::DATE AND timestamp >= ? AND timestamp < ?
-        GROUP BY agent_name
+        GROUP BY ALL
     """
     try:
-        t = con.execute(sql, [split, split, split, split, start.date(), now.date(), start, now]).df()
+        t = con.execute(sql, [split, split, recent, recent, start.date(), now.date(), start, now]).df()
     except duckdb.CatalogException:
         return ShiftResult(False, "no outcome_events yet")
     t = t[(t["n_before"] >= settings.shift_min_samples) & (t["n_after"] >= settings.shift_min_samples)].copy()
@@ -204,7 +208,7 @@ def detect_shift(con: duckdb.DuckDBPyConnection, split: datetime, now: datetime,
     top = t.loc[t["z"].abs().idxmax()]
     z = float(abs(top["z"]))
     if z >= settings.shift_z:
-        return ShiftResult(True, f"data shift: {top['agent_name']} success rate {top['rate_before']:.3f} -> "
+        return ShiftResult(True, f"data shift: {top['agent_name']} on {top['task_type']} success rate {top['rate_before']:.3f} -> "
                                  f"{top['rate_after']:.3f} (|z| = {z:.1f} >= {settings.shift_z})",
                            z, str(top["agent_name"]), t)
     return ShiftResult(False, f"no data shift (max |z| = {z:.1f} < {settings.shift_z})", z, str(top["agent_name"]), t)

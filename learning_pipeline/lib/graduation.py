@@ -70,7 +70,7 @@ def _read(paths: LakePaths, table: str, schema: pa.Schema) -> pd.DataFrame:
     if not files:
         return schema.empty_table().to_pandas()
     with duckdb.connect() as con:
-        return con.execute("SELECT * FROM read_parquet(?) ORDER BY at, id", [[str(f) for f in files]]).df()
+        return con.execute("SELECT * FROM read_parquet(?) ORDER BY \"at\", id", [[str(f) for f in files]]).df()
 
 
 def _append(paths: LakePaths, table: str, schema: pa.Schema, row: dict) -> dict:

@@ -28,9 +28,9 @@ class AutonomyResource(dg.ConfigurableResource):
     max_iterations_per_day: int = 10
     convergence_threshold: float = 0.01
     convergence_cycles: int = 3
-    shift_z: float = 3.0
-    shift_window_hours: float = 24.0
-    shift_min_samples: int = 50
+    shift_z: float = 4.0
+    shift_window_hours: float = 48.0
+    shift_min_samples: int = 30
     # auto-approval
     auto_approve: bool = False
     approve_min_success_rate: float = 0.5

@@ -39,12 +39,14 @@ def evaluate_loop(paths, settings: loop.LoopSettings, now: datetime):
     entries = read_log(paths, after_seq=state.last_cycle_seq)
     new_events = int(sum(entry.records for entry in entries))
     last_seq = max([entry.seq for entry in entries], default=state.last_cycle_seq)
-    improvements = loop.recent_improvements(_learning_events(paths), state.awake_since, settings.convergence_cycles)
+    improvements, evaluations = loop.recent_improvements(
+        _learning_events(paths), state.evaluations_at_wake, settings.convergence_cycles)
     shift = None
     if state.converged_at is not None:
         with lake_connection(paths) as con:
             shift = loop.detect_shift(con, state.converged_at, now, settings)
     decision = loop.decide(now, state, new_events, improvements, settings, shift)
+    decision.details["evaluations"] = evaluations
     return state, decision, last_seq
 
 
@@ -72,7 +74,7 @@ def continuous_learning_sensor(context: dg.SensorEvaluationContext, lake: LakeRe
         ), autonomy.webhook_url or None, now=now)
     if decision.wake:
         loop.record_cycle_event(paths, loop.WOKEN, now, context.sensor_name, staging_seq=last_seq,
-                                reason=decision.reason)
+                                reason=decision.reason, details={"evaluations": decision.details["evaluations"]})
     if not decision.run:
         return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason), cursor=cursor)
     partition = now.date().isoformat()
