@@ -146,25 +146,30 @@ def _raw_lines_source(path: Path) -> str:
 
 
 def _parsed_lines_sql(source_sql: str, max_record_bytes: int) -> str:
-    """Parse raw lines into JSON-text field columns; bad or oversized lines keep a parse_error."""
+    """Parse raw lines into JSON-text field columns; bad or oversized lines keep a parse_error.
+
+    Each line is parsed once (TRY of json_transform); only lines that fail are parsed again to say why.
+    """
     spec = "{" + ", ".join(f'"{name}": "JSON"' for name in FIELD_NAMES) + "}"
-    fields = ", ".join(f'CASE WHEN parse_error IS NULL THEN parsed."{name}" END AS "{name}"' for name in FIELD_NAMES)
+    fields = ", ".join(f'parsed."{name}" AS "{name}"' for name in FIELD_NAMES)
     return f"""
-    SELECT record_number, source_ref, parse_error,
-           CASE WHEN parse_error IS NOT NULL THEN left(raw_line, {RAW_RECORD_KEEP_BYTES}) END AS raw_record,
+    SELECT record_number, source_ref,
+           CASE
+             WHEN raw_line IS NULL THEN 'malformed_json: empty record'
+             WHEN oversized
+               THEN 'oversized_payload: record of ' || strlen(raw_line) || ' bytes exceeds {max_record_bytes}'
+             WHEN parsed IS NULL AND NOT json_valid(raw_line) THEN 'malformed_json: not valid JSON'
+             WHEN parsed IS NULL
+               THEN 'malformed_json: a record must be a JSON object, got ' || json_type(raw_line)
+           END AS parse_error,
+           CASE WHEN parsed IS NULL THEN left(raw_line, {RAW_RECORD_KEEP_BYTES}) END AS raw_record,
            {fields}
     FROM (
-        SELECT *, CASE WHEN parse_error IS NULL THEN json_transform(raw_line, {sql_literal(spec)}) END AS parsed
+        SELECT *, CASE WHEN NOT oversized AND left(ltrim(raw_line), 1) = '{{'
+                       THEN try(json_transform(raw_line, {sql_literal(spec)})) END AS parsed
         FROM (
             SELECT row_number() OVER () AS record_number, raw_line, source_ref,
-                   CASE
-                     WHEN raw_line IS NULL THEN 'malformed_json: empty record'
-                     WHEN strlen(raw_line) > {max_record_bytes}
-                       THEN 'oversized_payload: record of ' || strlen(raw_line) || ' bytes exceeds {max_record_bytes}'
-                     WHEN NOT json_valid(raw_line) THEN 'malformed_json: not valid JSON'
-                     WHEN json_type(raw_line) <> 'OBJECT'
-                       THEN 'malformed_json: a record must be a JSON object, got ' || json_type(raw_line)
-                   END AS parse_error
+                   coalesce(strlen(raw_line) > {max_record_bytes}, false) AS oversized
             FROM ({source_sql})
         )
     )"""
