@@ -17,7 +17,7 @@ NOW = datetime(2026, 11, 3, 12, 0, tzinfo=timezone.utc)
 
 
 def degradation(agent="coder_agent"):
-    rates = pd.DataFrame({"agent_name": [agent] * 3 + ["other"] * 3, "window": [0, 1, 2] * 2,
+    rates = pd.DataFrame({"agent_name": [agent] * 3 + ["other"] * 3, "window_index": [0, 1, 2] * 2,
                           "n": [100] * 6, "success_rate": [0.8, 0.7, 0.6, 0.5, 0.5, 0.49]})
     return detect_degradation(rates, DegradationRule())
 

@@ -189,7 +189,7 @@ class AlertStore:
 
     def _publish(self) -> None:
         with self._connect() as con:
-            table = con.execute("SELECT * FROM agent_alerts ORDER BY created_at").to_arrow_table()
+            table = con.sql("SELECT * FROM agent_alerts ORDER BY created_at").to_arrow_table()
         write_parquet_atomic(self.paths.table("agent_alerts") / "data.parquet", table)
 
 
@@ -235,19 +235,19 @@ class DegradationRule:
 
 def window_success_rates(con: duckdb.DuckDBPyConnection, end_date, rule: DegradationRule) -> pd.DataFrame:
     """Success rate per agent in each of the last `rule.windows` windows of `window_days` ending at end_date
-    (inclusive), from outcome_events. Columns: agent_name, window (0 = oldest), n, successes, success_rate."""
+    (inclusive), from outcome_events. Columns: agent_name, window_index (0 = oldest), n, successes, success_rate."""
     span = rule.windows * rule.window_days
     sql = f"""
         WITH e AS (
             SELECT agent_name, (status = 'success')::INT AS ok,
                    {rule.windows - 1} - (date_diff('day', cast(event_date AS DATE), ?::DATE) // {rule.window_days})
-                       AS window
+                       AS window_index
             FROM outcome_events
             WHERE cast(event_date AS DATE) > ?::DATE - INTERVAL {span} DAY
               AND cast(event_date AS DATE) <= ?::DATE
         )
-        SELECT agent_name, window, count(*) AS n, sum(ok) AS successes, avg(ok) AS success_rate
-        FROM e GROUP BY ALL ORDER BY agent_name, window
+        SELECT agent_name, window_index, count(*) AS n, sum(ok) AS successes, avg(ok) AS success_rate
+        FROM e GROUP BY ALL ORDER BY agent_name, window_index
     """
     return con.execute(sql, [end_date, end_date, end_date]).df()
 
@@ -258,7 +258,7 @@ def detect_degradation(rates: pd.DataFrame, rule: DegradationRule = DegradationR
     if rates.empty:
         return []
     enough = rates[rates["n"] >= rule.min_samples]
-    wide = enough.pivot(index="agent_name", columns="window", values="success_rate")
+    wide = enough.pivot(index="agent_name", columns="window_index", values="success_rate")
     needed = list(range(rule.windows))
     if not set(needed) <= set(wide.columns):
         return []

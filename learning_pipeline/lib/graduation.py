@@ -45,7 +45,8 @@ APPROVALS_SCHEMA = pa.schema([
     pa.field("trigger_kind", pa.string(), nullable=False),  # automatic / human
     pa.field("reason", pa.string()),
     pa.field("metrics", pa.string()),
-    pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),  # the deciding clock (may be injected)
+    pa.field("recorded_at", pa.timestamp("us", tz="UTC"), nullable=False),  # wall clock: the order of rows
 ])
 GRADUATION_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -56,7 +57,8 @@ GRADUATION_SCHEMA = pa.schema([
     pa.field("trigger_kind", pa.string(), nullable=False),  # automatic / human
     pa.field("reason", pa.string()),
     pa.field("metrics", pa.string()),
-    pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),  # the deciding clock (may be injected)
+    pa.field("recorded_at", pa.timestamp("us", tz="UTC"), nullable=False),  # wall clock: the order of rows
 ])
 
 
@@ -70,10 +72,11 @@ def _read(paths: LakePaths, table: str, schema: pa.Schema) -> pd.DataFrame:
     if not files:
         return schema.empty_table().to_pandas()
     with duckdb.connect() as con:
-        return con.execute("SELECT * FROM read_parquet(?) ORDER BY \"at\", id", [[str(f) for f in files]]).df()
+        return con.execute("SELECT * FROM read_parquet(?) ORDER BY recorded_at, id", [[str(f) for f in files]]).df()
 
 
 def _append(paths: LakePaths, table: str, schema: pa.Schema, row: dict) -> dict:
+    row = {**row, "recorded_at": datetime.now(timezone.utc)}
     write_parquet_atomic(paths.table(table) / new_batch_name(table, "parquet"), pa.Table.from_pylist([row], schema=schema))
     return row
 
