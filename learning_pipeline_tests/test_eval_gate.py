@@ -1,6 +1,8 @@
 """The eval gate on simulated worlds: no churn when nothing changes, a worse candidate is never promoted,
 a change of the best agent is followed within a stated number of days. MLflow: sqlite in a temp dir."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,7 +28,7 @@ def world(tmp_path_factory):
     uri = sqlite_uri(root)
     cycles = {}
     for day in range(9, SWITCH_DAY + FOLLOW_DAYS + 1):
-        cycles[day] = run_cycle(paths, cfg.day_date(day).isoformat(), CONFIG, uri, artifact_uri(root))
+        cycles[day] = run_cycle(paths, cfg.day_date(day).isoformat(), CONFIG, uri)  # default artifact location
     return paths, cfg, truth, uri, cycles
 
 
@@ -87,6 +89,9 @@ def test_a_deliberately_worse_candidate_is_never_promoted(world):
         assert not result.gate.accepted
         assert result.gate.improvement < -0.1
     registered = register(paths, cfg.day_date(day).isoformat(), worse, result, champion_version, uri)
+    with registry.tracking(uri) as client:  # no artifact location given: kept beside the sqlite store
+        run = client.get_run(registered.run_id)
+    assert run.info.artifact_uri.startswith(artifact_uri(Path(uri[len("sqlite:///"):]).parent))
     assert not registered.accepted and registered.champion_version == champion_version
     versions = registry.model_versions_frame(uri).set_index("version_number")
     assert versions.loc[registered.version, "status"] == "archived"

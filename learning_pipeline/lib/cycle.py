@@ -294,7 +294,8 @@ def run_cycle(
     timings.update(trained.timings_ms)
     t = time.perf_counter()
     with registry.tracking(tracking_uri) as client:
-        registry.ensure_experiment(client, artifact_location=artifact_location)  # creates the store on first use
+        # creates the store on first use; artifacts beside a sqlite store, never ./mlruns
+        registry.ensure_experiment(client, artifact_location=artifact_location or registry.artifact_location_for(tracking_uri))
         timings["mlflow_setup"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         champion_version = registry.current_champion(client)

@@ -51,6 +51,17 @@ def default_artifact_location(data_dir: str | os.PathLike) -> str:
     return (Path(data_dir).expanduser().resolve() / "mlartifacts").as_uri()
 
 
+def artifact_location_for(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts when the caller gives no location.
+
+    sqlite:///<dir>/mlflow.db -> <dir>/mlartifacts (MLflow itself would use ./mlruns under the current
+    directory); a tracking server decides its own (None)."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        return (db.expanduser().resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
 @contextlib.contextmanager
 def tracking(tracking_uri: str) -> Iterator[MlflowClient]:
     """Point the fluent MLflow API at `tracking_uri` for the duration of the block, then restore the
@@ -205,7 +216,7 @@ def log_cycle(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with tracking(tracking_uri) as client, tempfile.TemporaryDirectory() as tmp:
-        exp_id = ensure_experiment(client, experiment, artifact_location)
+        exp_id = ensure_experiment(client, experiment, artifact_location or artifact_location_for(tracking_uri))
         tmp_path = Path(tmp)
         policy_dir = policy.save(tmp_path / "policy")
         plots = [plot_posteriors(policy.posteriors, tmp_path / "posterior_densities.png")]
