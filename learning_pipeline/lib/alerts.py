@@ -142,7 +142,7 @@ class AlertStore:
                 [row[c] for c in COLUMNS],
             )
             con.execute("COMMIT")
-        self._publish()
+            self._publish(con)
         return row
 
     def acknowledge(self, alert_id: str, by: str, now: datetime | None = None) -> dict:
@@ -158,13 +158,13 @@ class AlertStore:
                 "UPDATE agent_alerts SET acknowledged = true, acknowledged_at = ?, acknowledged_by = ? WHERE id = ?",
                 [_utc(now or utc_now()), by, alert_id],
             )
-        self._publish()
+            self._publish(con)
         return self.get(alert_id)
 
     def mark_notified(self, alert_id: str) -> None:
         with self._connect() as con:
             con.execute("UPDATE agent_alerts SET notified = true WHERE id = ?", [alert_id])
-        self._publish()
+            self._publish(con)
 
     # -- reads ------------------------------------------------------------------------------------
     def list(self, include_acknowledged: bool = True, alert_type: str | None = None) -> pd.DataFrame:
@@ -187,9 +187,9 @@ class AlertStore:
             raise ValueError(f"no alert with id {alert_id}")
         return row.iloc[0].to_dict()
 
-    def _publish(self) -> None:
-        with self._connect() as con:
-            table = con.sql("SELECT * FROM agent_alerts ORDER BY created_at").to_arrow_table()
+    def _publish(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Write the lake snapshot while the writer still holds the file: snapshots never go back in time."""
+        table = con.sql("SELECT * FROM agent_alerts ORDER BY created_at").to_arrow_table()
         write_parquet_atomic(self.paths.table("agent_alerts") / "data.parquet", table)
 
 
