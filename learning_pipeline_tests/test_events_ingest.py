@@ -276,3 +276,22 @@ def test_gzipped_jsonl_is_read(lake, suffix):
     (lake.paths.landing / f"batch{suffix}").write_bytes(gzip.compress((json.dumps(event("gz")) + "\n").encode()))
     materialize_day(lake)
     assert [r["event_id"] for r in read_partition(lake, "outcome_events")] == ["gz"]
+
+
+def test_bytes_that_are_not_utf8_quarantine_their_line_only(lake):
+    good = json.dumps(event("utf-ok")).encode()
+    broken = b'{"event_id": "bad-bytes", "agent_name": "\xff\xfe", "status": "success"}'
+    (lake.paths.landing / "latin.jsonl").write_bytes(good + b"\n" + broken + b"\r\n" + good.replace(b"utf-ok", b"utf-ok2") + b"\r\n")
+    today = datetime.now(timezone.utc).date().isoformat()
+    materialize_day(lake)
+    materialize_day(lake, today)
+    assert sorted(r["event_id"] for r in read_partition(lake, "outcome_events")) == ["utf-ok", "utf-ok2"]
+    [bad] = read_partition(lake, "quarantined_events", today)
+    assert bad["reason"] == "malformed_json" and bad["record_number"] == 2 and "\\xff" in bad["raw_record"]
+
+
+def test_pretty_printed_raw_records_are_parsed(lake):
+    pretty = json.dumps(event("pretty"), indent=2)
+    land_raw_lines(lake.paths.landing, [pretty, json.dumps(event("flat"))], ["t/0/1", "t/0/2"])
+    materialize_day(lake)
+    assert sorted(r["event_id"] for r in read_partition(lake, "outcome_events")) == ["flat", "pretty"]

@@ -14,6 +14,7 @@ read. The landing-zone sensor follows the log with its cursor; partitions read t
 from __future__ import annotations
 
 import fcntl
+import gzip
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from learning_pipeline.lib.lake import LakePaths
 from learning_pipeline.lib.schema import FIELD_NAMES
@@ -40,7 +42,7 @@ DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 DEFAULT_MAX_FUTURE_SKEW = timedelta(hours=1)
 # Longest record kept verbatim in the quarantine; the landing file keeps the whole record.
 RAW_RECORD_KEEP_BYTES = 64 * 1024
-# A line longer than this cannot be read at all; it fails the staging of its file with a clear error.
+# Largest JSON object the fast reader accepts; bigger records are handled line by line (and are oversized).
 MAX_LINE_BYTES = 256 * 1024 * 1024
 
 
@@ -136,65 +138,95 @@ def _json_columns_sql() -> str:
     return "{" + ", ".join(f"{sql_literal(name)}: 'JSON'" for name in FIELD_NAMES) + "}"
 
 
-def _raw_lines_source(path: Path) -> str:
-    """SQL for a JSONL file read line by line (the slow path, used when a file has bad lines)."""
+_NO_ERROR = "NULL::VARCHAR AS parse_error, NULL::VARCHAR AS raw_record"
+
+
+def _read_json_sql(path: Path) -> str:
+    """DuckDB's JSON reader with every field as JSON text: the fast path, refused by files with bad lines."""
+    fields = ", ".join(f'"{f}"::VARCHAR AS "{f}"' for f in FIELD_NAMES)
     return (
-        f"SELECT line AS raw_line, NULL::VARCHAR AS source_ref FROM read_csv({sql_literal(str(path))}, "
-        "columns = {'line': 'VARCHAR'}, header = false, delim = '\\0', quote = '', escape = '', "
-        f"auto_detect = false, max_line_size = {MAX_LINE_BYTES}) WHERE line IS NOT NULL AND trim(line) <> ''"
+        f"SELECT row_number() OVER () AS record_number, {fields} FROM read_json({sql_literal(str(path))}, "
+        f"columns = {_json_columns_sql()}, format = 'newline_delimited', records = true, "
+        f"maximum_object_size = {MAX_LINE_BYTES})"
     )
 
 
-def _parsed_lines_sql(source_sql: str, max_record_bytes: int) -> str:
-    """Parse raw lines into JSON-text field columns; bad or oversized lines keep a parse_error.
+def _load_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Temp table `lines(record_number, raw_line, source_ref)`: one row per record of a JSONL or raw-lines file."""
+    if path.name.lower().endswith(PARQUET_SUFFIXES):
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE lines AS SELECT row_number() OVER () AS record_number, "
+            f"{RAW_RECORD_COLUMN}::VARCHAR AS raw_line, {SOURCE_REF_COLUMN}::VARCHAR AS source_ref "
+            f"FROM read_parquet({sql_literal(str(path))}, union_by_name = true)"
+        )
+        return
+    data = path.read_bytes()
+    if path.name.lower().endswith(".gz"):
+        data = gzip.decompress(data)
+    # Bytes that are not UTF-8 become visible \xNN escapes, so the record is kept and quarantined.
+    text = pa.array(data.decode("utf-8", errors="backslashreplace").split("\n"), pa.string())
+    con.register("raw_lines", pa.table({"raw_line": text}))
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE lines AS SELECT row_number() OVER () AS record_number, raw_line, "
+        "NULL::VARCHAR AS source_ref FROM raw_lines WHERE trim(raw_line) <> ''"
+    )
+    con.unregister("raw_lines")
 
-    Each line is parsed once (TRY of json_transform); only lines that fail are parsed again to say why.
+
+def _line_by_line_sql(con: duckdb.DuckDBPyConnection, path: Path, rules: StagingRules, scratch: Path) -> str:
+    """Records of a file with bad lines: bad lines keep their reason, good ones still go through read_json.
+
+    The good lines are written to a scratch JSONL (minified, in order) and read back with the fast reader,
+    so a single bad line does not make the whole file pay for a per-line JSON transform.
     """
-    spec = "{" + ", ".join(f'"{name}": "JSON"' for name in FIELD_NAMES) + "}"
-    fields = ", ".join(f'parsed."{name}" AS "{name}"' for name in FIELD_NAMES)
+    _load_lines(con, path)
+    max_bytes = rules.max_record_bytes
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE classified AS SELECT *,
+            CASE
+              WHEN raw_line IS NULL THEN 'malformed_json: empty record'
+              WHEN strlen(raw_line) > {max_bytes}
+                THEN 'oversized_payload: record of ' || strlen(raw_line) || ' bytes exceeds {max_bytes}'
+              WHEN NOT json_valid(raw_line) THEN 'malformed_json: not valid JSON'
+              WHEN json_type(raw_line) <> 'OBJECT'
+                THEN 'malformed_json: a record must be a JSON object, got ' || json_type(raw_line)
+            END AS parse_error
+        FROM lines""")
+    good_file = sql_literal(str(scratch))
+    con.execute(
+        "COPY (SELECT CASE WHEN contains(raw_line, chr(10)) THEN json(raw_line)::VARCHAR ELSE raw_line END "
+        "FROM classified WHERE parse_error IS NULL ORDER BY record_number) "
+        f"TO {good_file} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\\0')"
+    )
+    nulls = ", ".join(f'NULL::VARCHAR AS "{f}"' for f in FIELD_NAMES)
+    fields = ", ".join(f'j."{f}"' for f in FIELD_NAMES)
     return f"""
-    SELECT record_number, source_ref,
-           CASE
-             WHEN raw_line IS NULL THEN 'malformed_json: empty record'
-             WHEN oversized
-               THEN 'oversized_payload: record of ' || strlen(raw_line) || ' bytes exceeds {max_record_bytes}'
-             WHEN parsed IS NULL AND NOT json_valid(raw_line) THEN 'malformed_json: not valid JSON'
-             WHEN parsed IS NULL
-               THEN 'malformed_json: a record must be a JSON object, got ' || json_type(raw_line)
-           END AS parse_error,
-           CASE WHEN parsed IS NULL THEN left(raw_line, {RAW_RECORD_KEEP_BYTES}) END AS raw_record,
-           {fields}
-    FROM (
-        SELECT *, CASE WHEN NOT oversized AND left(ltrim(raw_line), 1) = '{{'
-                       THEN try(json_transform(raw_line, {sql_literal(spec)})) END AS parsed
-        FROM (
-            SELECT row_number() OVER () AS record_number, raw_line, source_ref,
-                   coalesce(strlen(raw_line) > {max_record_bytes}, false) AS oversized
-            FROM ({source_sql})
-        )
-    )"""
+    SELECT g.record_number, g.source_ref, {_NO_ERROR}, {fields}
+    FROM ({_read_json_sql(scratch)}) AS j
+    JOIN (SELECT record_number, source_ref, row_number() OVER (ORDER BY record_number) AS k
+          FROM classified WHERE parse_error IS NULL) AS g ON g.k = j.record_number
+    UNION ALL
+    SELECT record_number, source_ref, parse_error, left(raw_line, {RAW_RECORD_KEEP_BYTES}) AS raw_record, {nulls}
+    FROM classified WHERE parse_error IS NOT NULL"""
 
 
-def _fields_source_sql(con: duckdb.DuckDBPyConnection, path: Path, rules: StagingRules) -> str:
-    """SQL giving record_number, source_ref, parse_error, raw_record and one JSON-text column per field."""
-    name = path.name.lower()
+def _fields_source_sql(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
+    """SQL giving record_number, source_ref, parse_error, raw_record and one JSON-text column per field.
+
+    None for raw-lines Parquet batches, which are always read line by line.
+    """
+    if not path.name.lower().endswith(PARQUET_SUFFIXES):
+        return f"SELECT record_number, NULL::VARCHAR AS source_ref, {_NO_ERROR}, * EXCLUDE (record_number) FROM ({_read_json_sql(path)})"
     literal = sql_literal(str(path))
-    no_error = "NULL::VARCHAR AS source_ref, NULL::VARCHAR AS parse_error, NULL::VARCHAR AS raw_record"
-    if name.endswith(PARQUET_SUFFIXES):
-        columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({literal})").fetchall()}
-        if RAW_RECORD_COLUMN in columns:
-            ref = SOURCE_REF_COLUMN if SOURCE_REF_COLUMN in columns else "NULL::VARCHAR"
-            source = f"SELECT {RAW_RECORD_COLUMN}::VARCHAR AS raw_line, {ref}::VARCHAR AS source_ref FROM read_parquet({literal})"
-            return _parsed_lines_sql(source, rules.max_record_bytes)
-        fields = ", ".join(
-            f'to_json("{f}")::VARCHAR AS "{f}"' if f in columns else f'NULL::VARCHAR AS "{f}"' for f in FIELD_NAMES
-        )
-        return f"SELECT row_number() OVER () AS record_number, {no_error}, {fields} FROM read_parquet({literal})"
-    fields = ", ".join(f'"{f}"::VARCHAR AS "{f}"' for f in FIELD_NAMES)
+    columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({literal})").fetchall()}
+    if RAW_RECORD_COLUMN in columns:
+        return None
+    fields = ", ".join(
+        f'to_json("{f}")::VARCHAR AS "{f}"' if f in columns else f'NULL::VARCHAR AS "{f}"' for f in FIELD_NAMES
+    )
     return (
-        f"SELECT row_number() OVER () AS record_number, {no_error}, {fields} FROM read_json({literal}, "
-        f"columns = {_json_columns_sql()}, format = 'newline_delimited', records = true, "
-        f"maximum_object_size = {MAX_LINE_BYTES})"
+        f"SELECT row_number() OVER () AS record_number, NULL::VARCHAR AS source_ref, {_NO_ERROR}, {fields} "
+        f"FROM read_parquet({literal})"
     )
 
 
@@ -229,17 +261,18 @@ def stage_file(paths: LakePaths, path: Path, rules: StagingRules) -> StagedFile:
     out_dir = paths.staging / f".tmp-{token}"
     con = _connect()
     try:
+        target = sql_literal(str(out_dir))
         copy_options = "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (event_date), FILENAME_PATTERN 'part_{i}')"
+        source = _fields_source_sql(con, path)
         try:
-            source = _fields_source_sql(con, path, rules)
-            con.execute(f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {sql_literal(str(out_dir))} {copy_options}")
+            if source is None:
+                raise duckdb.InvalidInputException("raw-lines batch")
+            con.execute(f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {target} {copy_options}")
         except duckdb.InvalidInputException:
-            # The fast reader refuses files with bad lines; read them line by line so each bad line is kept.
-            if path.name.lower().endswith(PARQUET_SUFFIXES):
-                raise
+            # The fast reader refuses files with bad lines; split those off line by line and keep each one.
             shutil.rmtree(out_dir, ignore_errors=True)
-            source = _parsed_lines_sql(_raw_lines_source(path), rules.max_record_bytes)
-            con.execute(f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {sql_literal(str(out_dir))} {copy_options}")
+            source = _line_by_line_sql(con, path, rules, paths.staging / f".scratch-{token}.jsonl")
+            con.execute(f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {target} {copy_options}")
         parts = sorted(out_dir.glob("event_date=*/*.parquet"))
         counts: dict[str, int] = {}
         staged: dict[str, str] = {}
@@ -256,6 +289,7 @@ def stage_file(paths: LakePaths, path: Path, rules: StagingRules) -> StagedFile:
     finally:
         con.close()
         shutil.rmtree(out_dir, ignore_errors=True)
+        (paths.staging / f".scratch-{token}.jsonl").unlink(missing_ok=True)
     entry = StagedFile(
         seq=0,
         landing_file=relative,
