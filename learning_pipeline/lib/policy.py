@@ -196,12 +196,28 @@ class RoutingPolicy:
         )
 
 
+def _encode(values: Any) -> tuple[np.ndarray, list]:
+    """Codes (n,) into the distinct values (NULL is a value of its own), via Arrow dictionary encoding."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(
+        np.asarray(values, dtype=object), type=pa.string(), from_pandas=True
+    )
+    encoded = pc.dictionary_encode(arr, null_encoding="encode")
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.unify_dictionaries().combine_chunks() if encoded.num_chunks else pa.array([], pa.dictionary(pa.int32(), pa.string()))
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
+
+
 def _factorize_rows(frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """Codes (n,) and the distinct rows of `frame` (NULLs kept as a value)."""
-    filled = frame.astype(object).where(frame.notna(), "\x00null")
-    codes = filled.groupby(list(filled.columns), sort=False, dropna=False).ngroup().to_numpy()
-    first = pd.Series(np.arange(len(codes))).groupby(codes).first().to_numpy()
-    return codes, frame.iloc[first].reset_index(drop=True)
+    """Codes (n,) and the distinct rows of `frame` (NULLs kept as a value); integer work only."""
+    key = np.zeros(len(frame), dtype=np.int64)
+    for column in frame.columns:
+        codes, uniques = _encode(frame[column])
+        key = key * (len(uniques) + 1) + codes
+    _, first, codes = np.unique(key, return_index=True, return_inverse=True)
+    return codes.ravel(), frame.iloc[first].reset_index(drop=True)
 
 
 # ---- contextual success model (scikit-learn) ------------------------------------------------------
@@ -327,7 +343,8 @@ def candidate_mask(candidate_agents: Any, agents: tuple[str, ...]) -> tuple[np.n
         return mask, np.zeros(0, dtype=bool)
     flat = arr.flatten()
     parents = pc.list_parent_indices(arr).to_numpy()
-    codes = pd.Categorical(flat.to_numpy(zero_copy_only=False), categories=list(agents)).codes
+    codes = pc.index_in(flat, value_set=pa.array(list(agents), pa.string())).to_numpy(zero_copy_only=False)
+    codes = np.where(np.isnan(codes.astype(float)), -1, codes).astype(np.int64)
     ok = codes >= 0
     mask[parents[ok], codes[ok]] = True
     return mask, mask.any(axis=1)
@@ -361,7 +378,7 @@ class CycleEvaluation:
 
 def _aligned_scores(policy: RoutingPolicy, events: pd.DataFrame, universe: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Scores over `universe` (agents unknown to the policy get its prior mean) and a mask of known agents."""
-    own = policy.scores(events)
+    own = policy.score_contexts(events)
     out = np.full((len(events), len(universe)), policy.prior_mean)
     known = np.zeros(len(universe), dtype=bool)
     pos = {a: i for i, a in enumerate(universe)}
@@ -391,12 +408,16 @@ def evaluate_candidate(
     """
     if events.empty:
         raise ValueError("no held-out events after the cut-off")
-    logged_agents = set(events["agent_name"].astype(str).unique().tolist())
-    universe = tuple(sorted(set(candidate.agents) | set(champion.agents if champion else ()) | logged_agents))
-    data = ope.LoggedData.from_columns(
-        events["agent_name"].to_numpy(), events["reward"].to_numpy(float),
-        events["selection_propensity"].to_numpy(float) if "selection_propensity" in events.columns else None,
-        agents=universe,
+    agent_codes, logged_agents = _encode(events["agent_name"])
+    if any(a is None for a in logged_agents):
+        raise ValueError("held-out events with a NULL agent_name")
+    universe = tuple(sorted(set(candidate.agents) | set(champion.agents if champion else ()) | set(logged_agents)))
+    position = np.array([universe.index(a) for a in logged_agents], dtype=np.int64)
+    actions = position[agent_codes]
+    data = ope.LoggedData(
+        universe, actions, events["reward"].to_numpy(float),
+        events["selection_propensity"].to_numpy(float, na_value=np.nan)
+        if "selection_propensity" in events.columns else np.full(len(events), np.nan),
     )
     # what the router could choose from: the logged candidate set, else agents seen for the task type
     if candidate_agents is None and "candidate_agents" in events.columns:
@@ -405,14 +426,22 @@ def evaluate_candidate(
         listed, has_list = candidate_mask(candidate_agents, universe)
     else:
         listed, has_list = np.zeros((data.n, len(universe)), bool), np.zeros(data.n, bool)
-    tasks = events["task_type"].astype(object).fillna("unspecified")
-    seen = pd.crosstab(tasks, events["agent_name"]).reindex(columns=list(universe), fill_value=0) > 0
-    seen_rows = seen.reindex(tasks.to_numpy()).to_numpy()
-    cand_scores, cand_known = _aligned_scores(candidate, events, universe)
-    cand_task_known = np.zeros_like(seen_rows)
-    cand_task_known[:, [universe.index(a) for a in candidate.agents]] = candidate.known_agent_mask(tasks.to_numpy())
-    available = np.where(has_list[:, None], listed, seen_rows | cand_task_known)
+    # distinct contexts: every policy is scored once per context, then broadcast to events
+    ctx_cols = ["task_type", *[k for k in candidate.context_keys if k in events.columns]]
+    if champion is not None:
+        ctx_cols += [k for k in champion.context_keys if k in events.columns and k not in ctx_cols]
+    ctx_codes, contexts = _factorize_rows(events[ctx_cols])
+    task_codes, task_values = _encode(contexts["task_type"])
+    seen_by_task = np.zeros((len(task_values), len(universe)), dtype=bool)
+    seen_by_task[task_codes[ctx_codes], actions] = True
+    tasks = contexts["task_type"].astype(object).where(contexts["task_type"].notna(), "unspecified").to_numpy()
+    cand_scores_ctx, cand_known = _aligned_scores(candidate, contexts, universe)
+    cand_task_known = np.zeros((len(contexts), len(universe)), dtype=bool)
+    cand_task_known[:, [universe.index(a) for a in candidate.agents]] = candidate.known_agent_mask(tasks)
+    avail_ctx = seen_by_task[task_codes] | cand_task_known
+    available = np.where(has_list[:, None], listed, avail_ctx[ctx_codes])
     available[np.arange(data.n), data.actions] |= ~has_list  # the logged choice was available
+    cand_scores = cand_scores_ctx[ctx_codes]
 
     def top1(scores: np.ndarray, known: np.ndarray) -> np.ndarray:
         # prefer agents the policy knows; unknown ones only if nothing known is available
@@ -422,7 +451,8 @@ def evaluate_candidate(
     targets = {"candidate": top1(cand_scores, cand_known)}
     calibration = {"candidate": ope.calibration(cand_scores, data)}
     if champion is not None:
-        champ_scores, champ_known = _aligned_scores(champion, events, universe)
+        champ_scores_ctx, champ_known = _aligned_scores(champion, contexts, universe)
+        champ_scores = champ_scores_ctx[ctx_codes]
         targets["champion"] = top1(champ_scores, champ_known)
         calibration["champion"] = ope.calibration(champ_scores, data)
         baseline, kind = "champion", "champion"

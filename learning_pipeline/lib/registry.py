@@ -128,7 +128,8 @@ def plot_posteriors(posteriors: pd.DataFrame, path: Path, max_tasks: int = 6) ->
     import matplotlib.pyplot as plt
     from scipy import stats
 
-    broad = posteriors[(posteriors["context_key"] == "*") & (posteriors["context_value"] == "*")]
+    broad = posteriors[(posteriors["context_key"] == "*") & (posteriors["context_value"] == "*")
+                       & (posteriors["task_type"] != "*")]
     tasks = broad.groupby("task_type")["n_events"].sum().sort_values(ascending=False).index[:max_tasks]
     cols = min(3, max(1, len(tasks)))
     rows = max(1, int(np.ceil(len(tasks) / cols)))
@@ -139,11 +140,11 @@ def plot_posteriors(posteriors: pd.DataFrame, path: Path, max_tasks: int = 6) ->
         for _, row in sub.iterrows():
             ax.plot(x, stats.beta.pdf(x, row["alpha"], row["beta"]), label=str(row["agent_name"]))
         ax.set_title(str(task), fontsize=9)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper left")
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
-    fig.suptitle("posterior densities of success (broad level)")
-    fig.tight_layout()
+    fig.suptitle("posterior densities of success (task level)")
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.88, wspace=0.25, hspace=0.45)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
@@ -162,7 +163,7 @@ def plot_success_over_time(daily: pd.DataFrame, path: Path, max_agents: int = 10
         for agent in top:
             sub = daily[daily["agent_name"] == agent].sort_values("day")
             ax.plot(pd.to_datetime(sub["day"]), sub["success_rate"], marker=".", label=str(agent))
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=6, ncol=2, loc="lower left")
     ax.set_ylabel("success rate")
     ax.set_title("daily success rate per agent (training window + held-out)")
     fig.autofmt_xdate()
