@@ -140,19 +140,64 @@ def daily_aggregates(con: duckdb.DuckDBPyConnection, start: date, end: date, key
 
 
 def joint_cells(con, start: date, end: date, keys: tuple[str, ...], reward_rule: str) -> pd.DataFrame:
-    """Events aggregated per (event_date, task_type, context keys..., agent): n and reward_sum."""
-    ctx = _context_select(keys)
+    """One scan of the events: per (event_date, task_type, context keys..., agent) the counts of
+    agent_daily_stats (n_events, successes, failures, partials, timeouts, partial_reward, last_event_at) and
+    n / reward_sum under `reward_rule`.
+
+    Events are grouped by their raw context text first and the JSON is parsed only for the distinct
+    groups (a few thousand instead of millions of rows).
+    """
+    extract = ", ".join(f"json_extract_string(context, '{k}') AS \"{k}\"" for k in keys)
     cols = ", ".join(f'"{k}"' for k in keys)
     sql = f"""
-        SELECT cast(event_date AS DATE) AS event_date, task_type, {cols}, agent_name,
-               count(*) AS n, sum(reward) AS reward_sum
-        FROM (SELECT event_date, coalesce(task_type, action_type, 'unspecified') AS task_type, {ctx},
-                     agent_name, {REWARD_SQL[reward_rule]} AS reward
-              FROM outcome_events
-              WHERE cast(event_date AS DATE) BETWEEN ? AND ?)
+        WITH raw AS (
+            SELECT cast(event_date AS DATE) AS event_date,
+                   coalesce(task_type, action_type, 'unspecified') AS task_type, context, agent_name,
+                   count(*) AS n_events,
+                   count(*) FILTER (WHERE status = 'success') AS successes,
+                   count(*) FILTER (WHERE status = 'failure') AS failures,
+                   count(*) FILTER (WHERE status = 'partial') AS partials,
+                   count(*) FILTER (WHERE status = 'timeout') AS timeouts,
+                   coalesce(sum(coalesce(quality_score, 0.5)) FILTER (WHERE status = 'partial'), 0) AS partial_reward,
+                   sum({REWARD_SQL[reward_rule]}) AS reward_sum,
+                   max("timestamp") AS last_event_at
+            FROM outcome_events
+            WHERE cast(event_date AS DATE) BETWEEN ? AND ?
+            GROUP BY ALL
+        )
+        SELECT event_date, task_type, {cols}, agent_name,
+               sum(n_events)::BIGINT AS n_events, sum(successes)::BIGINT AS successes,
+               sum(failures)::BIGINT AS failures, sum(partials)::BIGINT AS partials,
+               sum(timeouts)::BIGINT AS timeouts, sum(partial_reward) AS partial_reward,
+               sum(reward_sum) AS reward_sum, max(last_event_at) AS last_event_at
+        FROM (SELECT * EXCLUDE (context), {extract} FROM raw)
         GROUP BY ALL
     """
-    return con.execute(sql, [start, end]).df()
+    cells = con.execute(sql, [start, end]).df()
+    cells["n"] = cells["n_events"]
+    return cells
+
+
+COUNT_COLUMNS = ["n_events", "successes", "failures", "partials", "timeouts", "partial_reward"]
+
+
+def daily_from_cells(cells: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
+    """The daily aggregates of `agent_daily_stats` (thompson.DAILY_COLUMNS) rolled up from joint cells:
+    a broad row per (day, task_type, agent) and a row per context bucket with a value, each also pooled over
+    task types (task_type '*')."""
+    levels = []
+    for key in ("*", *keys):
+        frame = cells if key == "*" else cells[cells[key].notna()]
+        value = pd.Series("*", index=frame.index) if key == "*" else frame[key].astype(str)
+        base = frame.assign(context_key=key, context_value=value)
+        for pooled in (False, True):
+            part = base.assign(task_type="*") if pooled else base
+            grouped = part.groupby(["event_date", "task_type", "context_key", "context_value", "agent_name"],
+                                   as_index=False, sort=False)
+            out = grouped[COUNT_COLUMNS].sum()
+            out["last_event_at"] = grouped["last_event_at"].max()["last_event_at"].to_numpy()
+            levels.append(out)
+    return pd.concat(levels, ignore_index=True)[thompson.DAILY_COLUMNS]
 
 
 def held_out_events(con, start: date, end: date, keys: tuple[str, ...], reward_rule: str):
@@ -186,7 +231,8 @@ def train_candidate(con, window: Window, config: CycleConfig) -> TrainedCandidat
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     last_train_day = window.cutoff - timedelta(days=1)
-    daily = daily_aggregates(con, window.train_start, last_train_day, config.context_keys)
+    cells = joint_cells(con, window.train_start, last_train_day, config.context_keys, config.reward_rule)
+    daily = daily_from_cells(cells, config.context_keys)
     timings["train_aggregate"] = (time.perf_counter() - t0) * 1000
     if daily.empty:
         raise ValueError(f"no events in the training window {window.train_start}..{last_train_day}")
@@ -202,18 +248,17 @@ def train_candidate(con, window: Window, config: CycleConfig) -> TrainedCandidat
 
     if config.contextual_model:
         t2 = time.perf_counter()
-        policy = _maybe_contextual(con, window, config, daily, policy)
+        policy = _maybe_contextual(cells, window, config, daily, policy)
         timings["contextual_model"] = (time.perf_counter() - t2) * 1000
     return TrainedCandidate(policy, daily, timings)
 
 
-def _maybe_contextual(con, window: Window, config: CycleConfig, daily: pd.DataFrame, policy: RoutingPolicy):
-    last_train_day = window.cutoff - timedelta(days=1)
+def _maybe_contextual(cells: pd.DataFrame, window: Window, config: CycleConfig, daily: pd.DataFrame,
+                      policy: RoutingPolicy):
     split = window.cutoff - timedelta(days=config.validation_days)
     if split <= window.train_start:
         policy.validation = {"skipped": 1.0}
         return policy
-    cells = joint_cells(con, window.train_start, last_train_day, config.context_keys, config.reward_rule)
     event_date = pd.to_datetime(cells["event_date"]).dt.date
     fit_cells, val_cells = cells[event_date < split], cells[event_date >= split]
     days = pd.to_datetime(daily["event_date"]).dt.date
