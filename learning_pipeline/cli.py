@@ -189,8 +189,10 @@ def add_rollback(subparsers) -> None:
 
 # Each entry registers one subcommand; new subcommands add one function here.
 from learning_pipeline.autonomy_cli import add_alerts, add_graduation  # noqa: E402
+from learning_pipeline.autonomy_demo import add_autonomy_demo  # noqa: E402
 
-SUBCOMMANDS: list[Callable] = [add_demo, add_simulate, add_consume, add_rollback, add_alerts, add_graduation]
+SUBCOMMANDS: list[Callable] = [add_demo, add_simulate, add_consume, add_rollback, add_alerts, add_graduation,
+                               add_autonomy_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
