@@ -151,26 +151,51 @@ def _read_json_sql(path: Path) -> str:
     )
 
 
-def _load_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Temp table `lines(record_number, raw_line, source_ref)`: one row per record of a JSONL or raw-lines file."""
+def _classify_sql(raw_line: str, max_bytes: int) -> str:
+    """Why a raw line is not a record we can read (NULL when it is); the JSON parse runs once per line."""
+    return f"""CASE
+        WHEN {raw_line} IS NULL THEN 'malformed_json: empty record'
+        WHEN strlen({raw_line}) > {max_bytes}
+          THEN 'oversized_payload: record of ' || strlen({raw_line}) || ' bytes exceeds {max_bytes}'
+        WHEN NOT json_valid({raw_line}) THEN 'malformed_json: not valid JSON'
+        WHEN left(ltrim({raw_line}), 1) <> '{{'
+          THEN 'malformed_json: a record must be a JSON object, got ' || json_type({raw_line})
+    END"""
+
+
+def _load_lines(con: duckdb.DuckDBPyConnection, path: Path, max_bytes: int) -> None:
+    """Temp table `lines(record_number, raw_line, source_ref, parse_error)`, one row per record."""
+    literal = sql_literal(str(path))
     if path.name.lower().endswith(PARQUET_SUFFIXES):
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE lines AS SELECT row_number() OVER () AS record_number, "
-            f"{RAW_RECORD_COLUMN}::VARCHAR AS raw_line, {SOURCE_REF_COLUMN}::VARCHAR AS source_ref "
-            f"FROM read_parquet({sql_literal(str(path))}, union_by_name = true)"
+        source = (
+            f"SELECT {RAW_RECORD_COLUMN}::VARCHAR AS raw_line, {SOURCE_REF_COLUMN}::VARCHAR AS source_ref "
+            f"FROM read_parquet({literal}, union_by_name = true)"
         )
-        return
-    data = path.read_bytes()
-    if path.name.lower().endswith(".gz"):
-        data = gzip.decompress(data)
-    # Bytes that are not UTF-8 become visible \xNN escapes, so the record is kept and quarantined.
-    text = pa.array(data.decode("utf-8", errors="backslashreplace").split("\n"), pa.string())
-    con.register("raw_lines", pa.table({"raw_line": text}))
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE lines AS SELECT row_number() OVER () AS record_number, raw_line, "
-        "NULL::VARCHAR AS source_ref FROM raw_lines WHERE trim(raw_line) <> ''"
-    )
-    con.unregister("raw_lines")
+    else:
+        source = (
+            f"SELECT line AS raw_line, NULL::VARCHAR AS source_ref FROM read_csv({literal}, columns = {{'line': 'VARCHAR'}}, "
+            "header = false, delim = '\\0', quote = '', escape = '', auto_detect = false, "
+            f"max_line_size = {MAX_LINE_BYTES}) WHERE trim(line) <> ''"
+        )
+    def create(source_sql: str) -> None:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE lines AS SELECT row_number() OVER () AS record_number, raw_line, "
+            f"source_ref, {_classify_sql('raw_line', max_bytes)} AS parse_error FROM ({source_sql})"
+        )
+
+    try:
+        create(source)
+    except (duckdb.InvalidInputException, duckdb.ConversionException):
+        # Bytes that are not UTF-8: decode them as visible \xNN escapes so each record is kept and quarantined.
+        data = path.read_bytes()
+        if path.name.lower().endswith(".gz"):
+            data = gzip.decompress(data)
+        text = pa.array(data.decode("utf-8", errors="backslashreplace").split("\n"), pa.string())
+        con.register("decoded_lines", pa.table({"line": text}))
+        try:
+            create("SELECT line AS raw_line, NULL::VARCHAR AS source_ref FROM decoded_lines WHERE trim(line) <> ''")
+        finally:
+            con.unregister("decoded_lines")
 
 
 def _line_by_line_sql(con: duckdb.DuckDBPyConnection, path: Path, rules: StagingRules, scratch: Path) -> str:
@@ -179,24 +204,11 @@ def _line_by_line_sql(con: duckdb.DuckDBPyConnection, path: Path, rules: Staging
     The good lines are written to a scratch JSONL (minified, in order) and read back with the fast reader,
     so a single bad line does not make the whole file pay for a per-line JSON transform.
     """
-    _load_lines(con, path)
-    max_bytes = rules.max_record_bytes
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE classified AS SELECT *,
-            CASE
-              WHEN raw_line IS NULL THEN 'malformed_json: empty record'
-              WHEN strlen(raw_line) > {max_bytes}
-                THEN 'oversized_payload: record of ' || strlen(raw_line) || ' bytes exceeds {max_bytes}'
-              WHEN NOT json_valid(raw_line) THEN 'malformed_json: not valid JSON'
-              WHEN json_type(raw_line) <> 'OBJECT'
-                THEN 'malformed_json: a record must be a JSON object, got ' || json_type(raw_line)
-            END AS parse_error
-        FROM lines""")
-    good_file = sql_literal(str(scratch))
+    _load_lines(con, path, rules.max_record_bytes)
     con.execute(
         "COPY (SELECT CASE WHEN contains(raw_line, chr(10)) THEN json(raw_line)::VARCHAR ELSE raw_line END "
-        "FROM classified WHERE parse_error IS NULL ORDER BY record_number) "
-        f"TO {good_file} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\\0')"
+        "FROM lines WHERE parse_error IS NULL ORDER BY record_number) "
+        f"TO {sql_literal(str(scratch))} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\\0')"
     )
     nulls = ", ".join(f'NULL::VARCHAR AS "{f}"' for f in FIELD_NAMES)
     fields = ", ".join(f'j."{f}"' for f in FIELD_NAMES)
@@ -204,10 +216,10 @@ def _line_by_line_sql(con: duckdb.DuckDBPyConnection, path: Path, rules: Staging
     SELECT g.record_number, g.source_ref, {_NO_ERROR}, {fields}
     FROM ({_read_json_sql(scratch)}) AS j
     JOIN (SELECT record_number, source_ref, row_number() OVER (ORDER BY record_number) AS k
-          FROM classified WHERE parse_error IS NULL) AS g ON g.k = j.record_number
+          FROM lines WHERE parse_error IS NULL) AS g ON g.k = j.record_number
     UNION ALL
     SELECT record_number, source_ref, parse_error, left(raw_line, {RAW_RECORD_KEEP_BYTES}) AS raw_record, {nulls}
-    FROM classified WHERE parse_error IS NOT NULL"""
+    FROM lines WHERE parse_error IS NOT NULL"""
 
 
 def _fields_source_sql(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
