@@ -241,11 +241,6 @@ def validate_partition(
             f"NULL::TIMESTAMPTZ AS received_at, NULL::VARCHAR AS parse_error, NULL::VARCHAR AS raw_record, {fields} LIMIT 0"
         )
         con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checked_sql(source, rules)}")
-    accepted = (
-        f"SELECT {_accepted_select()} FROM checked WHERE len(errors) = 0 "
-        'QUALIFY row_number() OVER (PARTITION BY "event_id$value" ORDER BY source_file, record_number) = 1 '
-        'ORDER BY "timestamp", event_id'
-    )
     quarantined = f"SELECT {_quarantine_select()} FROM checked WHERE len(errors) > 0 ORDER BY source_file, record_number"
 
     received = con.execute("SELECT count(*) FROM checked").fetchone()[0]
@@ -262,6 +257,16 @@ def validate_partition(
     if unknown or not counts.balanced():
         raise RuntimeError(f"validation lost track of records: {counts}, unknown reasons {sorted(unknown)}")
 
+    # The first copy of an event_id (by landing file and record) wins; the window is skipped without duplicates.
+    first_copy = (
+        'QUALIFY row_number() OVER (PARTITION BY "event_id$value" ORDER BY source_file, record_number) = 1 '
+        if counts.duplicates
+        else ""
+    )
+    accepted = (
+        f"SELECT {_accepted_select()} FROM checked WHERE len(errors) = 0 {first_copy}"
+        'ORDER BY "timestamp", event_id'
+    )
     _copy_atomic(con, accepted, accepted_path)
     _copy_atomic(con, quarantined, quarantine_path)
     con.execute("DROP TABLE checked")
