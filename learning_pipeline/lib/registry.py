@@ -121,7 +121,7 @@ def router_signature(context_keys: tuple[str, ...]) -> ModelSignature:
 
 # ---- plots -----------------------------------------------------------------------------------------
 
-def plot_posteriors(posteriors: pd.DataFrame, path: Path, max_tasks: int = 6) -> Path:
+def plot_posteriors(posteriors: pd.DataFrame, path: Path, max_tasks: int = 4) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +134,7 @@ def plot_posteriors(posteriors: pd.DataFrame, path: Path, max_tasks: int = 6) ->
     cols = min(3, max(1, len(tasks)))
     rows = max(1, int(np.ceil(len(tasks) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3 * rows), squeeze=False)
-    x = np.linspace(0.001, 0.999, 400)
+    x = np.linspace(0.001, 0.999, 200)
     for ax, task in zip(axes.flat, tasks):
         sub = broad[broad["task_type"] == task].sort_values("mean", ascending=False).head(8)
         for _, row in sub.iterrows():
@@ -145,7 +145,7 @@ def plot_posteriors(posteriors: pd.DataFrame, path: Path, max_tasks: int = 6) ->
         ax.axis("off")
     fig.suptitle("posterior densities of success (task level)")
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.88, wspace=0.25, hspace=0.45)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
     return path
 
@@ -168,7 +168,7 @@ def plot_success_over_time(daily: pd.DataFrame, path: Path, max_agents: int = 10
     ax.set_title("daily success rate per agent (training window + held-out)")
     fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
     return path
 
