@@ -35,7 +35,7 @@ def world(tmp_path_factory):
                                    propensities=True, switch_day=7, switch_task_types=DEFAULT_TASK_TYPES)
     lake = LakeResource(data_dir=str(root))
     ml = MlflowResource(data_dir=str(root))
-    first = run_cycle(paths, "2025-03-04", CONFIG, ml.uri)
+    first = run_cycle(paths, "2025-03-04", CONFIG, ml.uri, artifact_location=ml.artifact_location)
     assert first.registered.accepted, first.registered.reason
     return paths, lake, ml
 
