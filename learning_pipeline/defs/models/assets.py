@@ -14,6 +14,10 @@ from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib import cycle, registry
 from learning_pipeline.lib.warehouse import lake_connection
 
+# Registering versions and moving aliases run one at a time (dagster.yaml: limit 1): the gate compares with
+# the champion of its evaluation and refuses if @champion moved meanwhile.
+REGISTRY_POOL = "mlflow_registry"
+
 
 class CandidateConfig(dg.Config):
     alpha0: float = 1.0
@@ -148,6 +152,7 @@ def policy_evaluation(
         ),
     ],
     partitions_def=daily_partitions,
+    pool=REGISTRY_POOL,
 )
 def model_versions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
     """Log the evaluation run to MLflow, register the candidate, move @challenger / @champion by the gate."""
@@ -209,7 +214,7 @@ class RollbackConfig(dg.Config):
     reason: str
 
 
-@dg.op(description="Point @champion back to an earlier version of agent-router and record why.")
+@dg.op(description="Point @champion back to an earlier version of agent-router and record why.", pool=REGISTRY_POOL)
 def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, lake: LakeResource,
                       mlflow: MlflowResource) -> dict:
     info = cycle.rollback(lake.paths, mlflow.uri, config.version, config.reason, dagster_run_id=context.run_id)
