@@ -108,7 +108,7 @@ def main() -> None:
 
     print(f"{'events':>11} {'step':<9} {'wall s':>7} {'cpu s':>7} {'events/s':>10} {'ev/cpu-s':>9} {'peak MB':>8}  notes")
     for events in args.events:
-        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+        with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
             gen = child("generate", tmp, events)
             lines = gen["lines"]
             for step in ("baseline", "pipeline"):
