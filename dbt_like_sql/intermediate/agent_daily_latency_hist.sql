@@ -4,23 +4,40 @@
 -- k = var latency_buckets_per_e (default 20), kept as its representative latency exp(b / k) - 1; quantiles
 -- over several days read from the summed histogram are within about +-1 / (2k) relative (2.5% at k = 20).
 -- Context buckets get no day-window quantiles (their 1h/24h quantiles are exact, from raw events).
-select
-    e.event_date,
-    e.agent_name,
-    case when grouping(e.task_type) = 1 then '*' else e.task_type end as task_type,
-    '*' as context_key,
-    '*' as context_value,
-    e.latency_bucket_ms,
-    count(*) as n
-from (
+-- The raw pass groups on (event_date, hash(agent, task_type), b); names come back from the day's
+-- (agent, task_type) pairs, whose hashes must be distinct (a collision fails the run). The '*' rows are
+-- summed from the task-level histogram, not from raw events.
+with pairs as (
+    select agent_name, task_type, hash(agent_name, task_type) as pair_key
+    from (select distinct agent_name, task_type from {{ ref('int_daily_by_context') }})
+),
+checked_pairs as (
+    select p.*
+    from pairs as p
+    where case when (select count(distinct pair_key) = count(*) from pairs) then true
+        else error('agent_daily_latency_hist: hash collision between (agent_name, task_type) pairs') end
+),
+raw_hist as (
     select
-        event_date, agent_name, task_type,
-        exp(round(ln(1 + latency_ms) * {{ var('latency_buckets_per_e', 20) }})
-            / {{ var('latency_buckets_per_e', 20) }}) - 1 as latency_bucket_ms
+        event_date,
+        hash(agent_name, task_type) as pair_key,
+        round(ln(1 + latency_ms) * {{ var('latency_buckets_per_e', 20) }}) as bucket,
+        count(*) as n
     from {{ ref('stg_outcome_events') }}
     where latency_ms is not null
-) as e
+    group by all
+)
+select
+    h.event_date,
+    p.agent_name,
+    case when grouping(p.task_type) = 1 then '*' else p.task_type end as task_type,
+    '*' as context_key,
+    '*' as context_value,
+    exp(h.bucket / {{ var('latency_buckets_per_e', 20) }}) - 1 as latency_bucket_ms,
+    cast(sum(h.n) as bigint) as n
+from raw_hist as h
+join checked_pairs as p using (pair_key)
 group by grouping sets (
-    (e.event_date, e.agent_name, e.task_type, e.latency_bucket_ms),
-    (e.event_date, e.agent_name, e.latency_bucket_ms)
+    (h.event_date, p.agent_name, p.task_type, h.bucket),
+    (h.event_date, p.agent_name, h.bucket)
 )
