@@ -1,7 +1,7 @@
 -- materialized: table
 -- Raw events reduced once per (event_date, agent, task_type, context JSON text): every column additive.
 -- Context keys are extracted from these (few) rows, not from every event. Status counts are sums of
--- 0/1 flags (cheaper per event than filtered counts).
+-- 0/1 flags (cheaper per event than filtered counts); repeated aggregates are computed once.
 select
     event_date,
     agent_name,
@@ -12,8 +12,10 @@ select
     sum(cast(status = 'failure' as integer)) as failures,
     sum(cast(status = 'partial' as integer)) as partials,
     sum(cast(status = 'timeout' as integer)) as timeouts,
-    sum(case when status = 'partial' then reward else 0 end) as partial_reward,
-    sum(reward) as reward_sum,
+    coalesce(sum(case when status = 'partial' then reward end), 0) as partial_reward,
+    -- reward is 1 for success, 0 for failure/timeout (stg_outcome_events): its sum needs no pass of its own
+    sum(cast(status = 'success' as integer)) + coalesce(sum(case when status = 'partial' then reward end), 0)
+        as reward_sum,
     count(latency_ms) as latency_n,
     coalesce(sum(latency_ms), 0) as latency_sum,
     count(llm_latency_ms) as llm_latency_n,
