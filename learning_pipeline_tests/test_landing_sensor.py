@@ -64,3 +64,13 @@ def test_malformed_files_still_trigger_their_arrival_day(lake):
         (lake.paths.landing / "junk.jsonl").write_text("not json\n" + json.dumps({"no": "fields"}) + "\n")
         result, _ = tick(lake, instance)
         assert [r.partition_key for r in result.run_requests] == [datetime.now(timezone.utc).date().isoformat()]
+
+
+def test_daily_schedule_rematerializes_the_day_that_just_ended():
+    from datetime import datetime, timezone
+
+    from learning_pipeline.definitions import daily_job_schedule
+
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 10, 0, 15, tzinfo=timezone.utc))
+    request = daily_job_schedule(context)
+    assert request.partition_key == "2026-03-09"

@@ -31,9 +31,10 @@ def test_daily_aggregates_from_one_scan_equal_the_sql_model(tmp_path):
         cells = joint_cells(con, start, end, ("complexity", "domain"), "graded")
     ours = daily_from_cells(cells, ("complexity", "domain"))
     theirs = sql_model[thompson.DAILY_COLUMNS].copy()
-    for frame in (ours, theirs):
-        frame["event_date"] = pd.to_datetime(frame["event_date"]).dt.date
-        frame.sort_values(KEYS, inplace=True, ignore_index=True)
+    ours, theirs = (
+        frame.assign(event_date=pd.to_datetime(frame["event_date"]).dt.date).sort_values(KEYS, ignore_index=True)
+        for frame in (ours, theirs)
+    )
     assert len(ours) == len(theirs)
     assert ours[KEYS].astype(str).equals(theirs[KEYS].astype(str))
     for column in ("n_events", "successes", "failures", "partials", "timeouts", "partial_reward"):

@@ -10,6 +10,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from learning_pipeline.lib import registry
@@ -17,7 +18,6 @@ from learning_pipeline.lib.cycle import CycleConfig, run_cycle
 from learning_pipeline.lib.warehouse import lake_connection
 from learning_pipeline_tests._models_fixtures import simulated_lake
 
-psycopg2 = pytest.importorskip("psycopg2")
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -38,10 +38,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory):
-    try:
-        admin = _admin()
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    admin = _admin()
     db = f"mlflow_test_{uuid.uuid4().hex[:10]}"
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{db}"')

@@ -34,7 +34,7 @@ def postgres_url():
 def test_materialization_is_stored_in_postgres(tmp_path, lake, postgres_url, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)
     land_records(lake.paths.landing, [
         {"event_id": "pg-1", "agent_name": "a", "status": "success", "timestamp": "2025-10-09T10:00:00Z"},
@@ -61,8 +61,7 @@ def test_materialization_is_stored_in_postgres(tmp_path, lake, postgres_url, mon
 def test_instance_limits_the_warehouse_pool_to_one_writer(tmp_path, postgres_url, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.global_op_concurrency_default_limit == 1
-        assert instance.event_log_storage.get_concurrency_info("duckdb_warehouse").slot_count in (0, 1)

@@ -19,7 +19,7 @@ class LakePaths:
 
     landing/                      raw micro-batches (JSONL or Parquet) from the SDK, file drops and Kafka
     staging/event_date=D/         each landing file split by event date, fields kept as JSON text
-    staging/_manifest/            one JSON per staged landing file: its dates and counts
+    staging/_log.jsonl            append-only log of staged landing files: their dates and counts
     lake/<table>/event_date=D/    validated, de-duplicated partitions (Hive layout)
     warehouse.duckdb              DuckDB views over the lake, for people and BI tools
     """
@@ -39,10 +39,6 @@ class LakePaths:
         return self.root / "staging"
 
     @property
-    def manifest(self) -> Path:
-        return self.staging / "_manifest"
-
-    @property
     def lake(self) -> Path:
         return self.root / "lake"
 
@@ -57,7 +53,7 @@ class LakePaths:
         return self.table(table) / f"event_date={event_date}"
 
     def ensure(self) -> "LakePaths":
-        for path in (self.landing, self.staging, self.manifest, self.lake):
+        for path in (self.landing, self.staging, self.lake):
             path.mkdir(parents=True, exist_ok=True)
         return self
 

@@ -27,6 +27,7 @@ from typing import Sequence
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 PII_TYPES: tuple[str, ...] = ("email", "phone", "card", "secret")
 PLACEHOLDERS: dict[str, str] = {t: f"[{t.upper()}]" for t in PII_TYPES}
@@ -227,7 +228,7 @@ def redact_texts(texts: Sequence[str | None]) -> RedactionResult:
     """Redact a list of strings (convenience for tests and ad-hoc use; the work is one DuckDB query)."""
     table = pa.table({"text": pa.array(list(texts), pa.string()), "__pos": pa.array(range(len(texts)), pa.int64())})
     out = redact_table(table, ["text"]).sort_by("__pos")
-    counts = {t: int(sum(v or 0 for v in out.column(f"pii_{t}").to_pylist())) for t in PII_TYPES}
+    counts = {t: int(pc.sum(out.column(f"pii_{t}")).as_py() or 0) for t in PII_TYPES}
     return RedactionResult(out.column("text").to_pylist(), counts)
 
 

@@ -23,26 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from learning_pipeline.lib import ope
+from learning_pipeline.lib import ope, thompson
 
-POSTERIOR_COLUMNS = (
-    "task_type",
-    "context_key",
-    "context_value",
-    "agent_name",
-    "successes",
-    "failures",
-    "partials",
-    "alpha",
-    "beta",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "p_best",
-    "n_events",
-    "last_event_at",
-)
-BROAD = "*"
+BROAD = thompson.ALL
 DEFAULT_CONTEXT_KEYS = ("complexity", "domain")
 
 
@@ -78,7 +61,6 @@ class RoutingPolicy:
 
     # ---- scoring -------------------------------------------------------------------------------
     def _build_index(self) -> None:
-        from learning_pipeline.lib import thompson
 
         post = self.posteriors
         alpha0 = float(self.params.get("alpha0", 1.0))

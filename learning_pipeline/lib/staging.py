@@ -328,9 +328,19 @@ def pending_landing_files(paths: LakePaths) -> list[Path]:
 
 
 def stage_pending(paths: LakePaths, rules: StagingRules, max_files: int | None = None) -> list[StagedFile]:
-    """Stage every pending landing file (at most max_files); idempotent and safe to run concurrently."""
-    pending = pending_landing_files(paths)
-    return [stage_file(paths, path, rules) for path in pending[:max_files]]
+    """Stage every pending landing file (at most max_files); idempotent.
+
+    Processes (the landing sensor, ingest runs) take turns under a file lock, and each re-reads the log
+    inside it, so a landing file is never staged twice.
+    """
+    paths.staging.mkdir(parents=True, exist_ok=True)
+    with open(paths.staging / "_stage.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pending = pending_landing_files(paths)
+            return [stage_file(paths, path, rules) for path in pending[:max_files]]
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def staged_files_for(paths: LakePaths, event_date: str) -> list[Path]:
