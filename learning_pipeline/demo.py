@@ -12,7 +12,7 @@ from learning_pipeline.defs.resources import DATA_DIR_ENV
 from learning_pipeline.lib.lake import LakePaths
 from learning_pipeline.lib.simulate import SimulationConfig, write_simulation
 from learning_pipeline.lib.staging import current_entries, list_landing_files
-from learning_pipeline.lib.warehouse import lake_connection
+from learning_pipeline.lib.warehouse import lake_connection, refresh_warehouse_views
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
         if not result.success:
             raise RuntimeError(f"learning_cycle_job failed for {days[-1]} (run {result.run_id})")
 
+    refresh_warehouse_views(paths)  # what warehouse_views_sensor does after each run under the daemon
     con = lake_connection(paths)
     counts = con.execute(
         "SELECT (SELECT count(*) FROM outcome_events), (SELECT count(*) FROM quarantined_events)"

@@ -74,3 +74,30 @@ def test_daily_schedule_rematerializes_the_day_that_just_ended():
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 10, 0, 15, tzinfo=timezone.utc))
     request = daily_job_schedule(context)
     assert request.partition_key == "2026-03-09"
+
+
+def test_warehouse_views_follow_new_lake_tables(lake):
+    """After a run, the warehouse file gets a view for every lake table, including new ones."""
+    import duckdb
+    import pyarrow as pa
+
+    from learning_pipeline.defs.events.sensors import warehouse_views_sensor
+    from learning_pipeline.lib.lake import write_parquet_atomic
+
+    @dg.asset
+    def agent_stats_fixture():
+        write_parquet_atomic(lake.paths.table("agent_stats") / "data.parquet", pa.table({"agent_name": ["a"], "executions": [3]}))
+
+    with dg.instance_for_test() as instance:
+        run_id = dg.materialize([agent_stats_fixture], instance=instance).run_id
+        [success] = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_SUCCESS).records
+        context = dg.build_run_status_sensor_context(
+            sensor_name="warehouse_views_sensor",
+            dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(run_id),
+            dagster_event=success.event_log_entry.dagster_event,
+            resources={"lake": lake},
+        )
+        warehouse_views_sensor(context)
+    with duckdb.connect(str(lake.paths.warehouse), read_only=True) as con:
+        assert con.execute("SELECT agent_name, executions FROM agent_stats").fetchall() == [("a", 3)]

@@ -8,6 +8,7 @@ from learning_pipeline.defs.events.assets import ingest_job
 from learning_pipeline.defs.partitions import daily_partitions
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.staging import read_log, stage_pending
+from learning_pipeline.lib.warehouse import refresh_warehouse_views
 
 SENSOR_INTERVAL_ENV = "LEARNING_PIPELINE_LANDING_SENSOR_SECONDS"
 # Landing files staged per tick; more wait for the next tick, so a bulk drop never times out a tick.
@@ -54,3 +55,14 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, lake: LakeResource)
         ],
         cursor=str(last_seq),
     )
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitor_all_code_locations=False,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After every successful run, refreshes the DuckDB warehouse views so new lake tables show up.",
+)
+def warehouse_views_sensor(context: dg.RunStatusSensorContext, lake: LakeResource):
+    tables = refresh_warehouse_views(lake.paths)
+    context.log.info(f"warehouse views: {', '.join(tables)}")
