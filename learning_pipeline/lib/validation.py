@@ -101,77 +101,78 @@ _EXPECTED = {
 }
 
 
-def _range_check(f: EventField) -> str | None:
+def _range_rule(f: EventField) -> tuple[str, str] | None:
+    """(condition, message) for a typed value outside its allowed range, or None for unbounded fields."""
     value = _v(f)
-    conditions = []
+    conditions, bounds = [], []
     if f.minimum is not None:
         conditions.append(f"{value} {'<=' if f.exclusive_minimum else '<'} {f.minimum}")
+        bounds.append(f"{'>' if f.exclusive_minimum else '>='} {f.minimum:g}")
     if f.maximum is not None:
         conditions.append(f"{value} > {f.maximum}")
+        bounds.append(f"<= {f.maximum:g}")
     if f.kind == "double":
         conditions.append(f"isnan({value}) OR isinf({value})")
     if f.name in NAME_FIELDS:
         conditions.append(f"length({value}) > {MAX_NAME_LENGTH}")
-    if f.required and f.kind == "string":
-        conditions.append(f"trim({value}) = ''")
-    if not conditions:
-        return None
-    bounds = []
-    if f.minimum is not None:
-        bounds.append(f"{'>' if f.exclusive_minimum else '>='} {f.minimum:g}")
-    if f.maximum is not None:
-        bounds.append(f"<= {f.maximum:g}")
-    if f.name in NAME_FIELDS:
         bounds.append(f"at most {MAX_NAME_LENGTH} characters")
     if f.required and f.kind == "string":
+        conditions.append(f"trim({value}) = ''")
         bounds.append("not blank")
+    if not conditions:
+        return None
     message = f"out_of_range: {f.name} must be {' and '.join(bounds) or 'finite'}"
-    return f"CASE WHEN {' OR '.join(conditions)} THEN {sql_literal(message)} END"
+    return f"{value} IS NOT NULL AND ({' OR '.join(conditions)})", sql_literal(message)
+
+
+def _rules(rules: StagingRules) -> list[tuple[str, str]]:
+    """Every validation rule as (SQL condition that breaks it, SQL message), in REJECT_REASONS order."""
+    checks: list[tuple[str, str]] = []
+    payload = " + ".join(f"coalesce(strlen({_q(f.name)}), 0)" for f in EVENT_FIELDS)
+    checks.append((
+        f"({payload}) > {rules.max_record_bytes}",
+        f"'oversized_payload: record of ' || ({payload}) || ' bytes exceeds {rules.max_record_bytes}'",
+    ))
+    for f in EVENT_FIELDS:
+        if f.required:
+            checks.append((f"NOT {_present(f)}", sql_literal(f"missing_required_field: {f.name}")))
+    for f in EVENT_FIELDS:
+        if f.kind != "json":
+            message = f"'wrong_type: {f.name} must be {_EXPECTED[f.kind]}, got ' || {_t(f)}"
+            checks.append((f"{_present(f)} AND {_v(f)} IS NULL", message))
+    checks += [rule for rule in map(_range_rule, EVENT_FIELDS) if rule]
+    for name, allowed in (("status", STATUSES), ("severity", SEVERITIES)):
+        value = _q(f"{name}$value")
+        allowed_sql = ", ".join(sql_literal(a) for a in allowed)
+        checks.append((f"lower(trim({value})) NOT IN ({allowed_sql})", f"'unknown_{name}: ' || left({value}, 80)"))
+    event_time = _q("timestamp$value")
+    skew_seconds = int(rules.max_future_skew.total_seconds())
+    checks.append((
+        f"{event_time} > received_at + INTERVAL {skew_seconds} SECOND",
+        f"'future_timestamp: ' || strftime({event_time}, '%Y-%m-%dT%H:%M:%SZ') || ' is more than "
+        f"{skew_seconds} s after arrival'",
+    ))
+    first = sql_literal(rules.first_date.isoformat())
+    checks.append((
+        f"{event_time} < {first}::TIMESTAMPTZ",
+        f"'before_first_partition: ' || strftime({event_time}, '%Y-%m-%d') || ' is before ' || {first}",
+    ))
+    return checks
 
 
 def error_list_sql(rules: StagingRules) -> str:
-    """A DuckDB list of every rule a typed record breaks, in REJECT_REASONS order."""
-    checks: list[str] = []
-    payload = " + ".join(f"coalesce(strlen({_q(f.name)}), 0)" for f in EVENT_FIELDS)
-    checks.append(
-        f"CASE WHEN ({payload}) > {rules.max_record_bytes} THEN 'oversized_payload: record of ' || "
-        f"({payload}) || ' bytes exceeds {rules.max_record_bytes}' END"
-    )
-    for f in EVENT_FIELDS:
-        if f.required:
-            checks.append(f"CASE WHEN NOT {_present(f)} THEN {sql_literal(f'missing_required_field: {f.name}')} END")
-    for f in EVENT_FIELDS:
-        if f.kind == "json":
-            continue
-        message = f"'wrong_type: {f.name} must be {_EXPECTED[f.kind]}, got ' || {_t(f)}"
-        checks.append(f"CASE WHEN {_present(f)} AND {_v(f)} IS NULL THEN {message} END")
-    for f in EVENT_FIELDS:
-        range_check = _range_check(f)
-        if range_check:
-            checks.append(f"CASE WHEN {_v(f)} IS NOT NULL THEN {range_check} END")
-    statuses = ", ".join(sql_literal(s) for s in STATUSES)
-    severities = ", ".join(sql_literal(s) for s in SEVERITIES)
-    for name, allowed in (("status", statuses), ("severity", severities)):
-        value = _q(f"{name}$value")
-        checks.append(
-            f"CASE WHEN lower(trim({value})) NOT IN ({allowed}) THEN 'unknown_{name}: ' || left({value}, 80) END"
-        )
-    event_time = _q("timestamp$value")
-    skew_seconds = int(rules.max_future_skew.total_seconds())
-    checks.append(
-        f"CASE WHEN {event_time} > received_at + INTERVAL {skew_seconds} SECOND THEN "
-        f"'future_timestamp: ' || strftime({event_time}, '%Y-%m-%dT%H:%M:%SZ') || ' is more than "
-        f"{skew_seconds} s after arrival' END"
-    )
-    checks.append(
-        f"CASE WHEN {event_time} < {sql_literal(rules.first_date.isoformat())}::TIMESTAMPTZ THEN "
-        f"'before_first_partition: ' || strftime({event_time}, '%Y-%m-%d') || ' is before "
-        f"{rules.first_date.isoformat()}' END"
-    )
+    """A DuckDB list of every rule a typed record breaks; empty for a valid record.
+
+    The list is built only for records that break a rule: most records pass one cheap boolean test.
+    """
+    checks = _rules(rules)
+    any_broken = " OR ".join(f"coalesce({condition}, false)" for condition, _ in checks)
+    messages = ", ".join(f"CASE WHEN {condition} THEN {message} END" for condition, message in checks)
     # A record that could not be parsed has only its parse error; its fields are all missing.
     return (
-        f"CASE WHEN parse_error IS NOT NULL THEN [parse_error] "
-        f"ELSE list_filter([{', '.join(checks)}], lambda e: e IS NOT NULL) END"
+        "CASE WHEN parse_error IS NOT NULL THEN [parse_error] "
+        f"WHEN {any_broken} THEN list_filter([{messages}], lambda e: e IS NOT NULL) "
+        "ELSE []::VARCHAR[] END"
     )
 
 
