@@ -50,43 +50,39 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
-def _t(f: EventField) -> str:
-    """Column holding the JSON type of a field (computed once per record)."""
-    return _q(f"{f.name}$type")
-
-
 def _v(f: EventField) -> str:
     """Column holding the typed value of a field, NULL when missing or of the wrong type."""
     return _q(f"{f.name}$value")
 
 
 def _present(f: EventField) -> str:
-    return f"({_t(f)} IS NOT NULL AND {_t(f)} <> 'null')"
+    return f"({_q(f.name)} IS NOT NULL AND {_q(f.name)} <> 'null')"
 
 
-def _type_sql(f: EventField) -> str:
-    """The JSON type of a field as a lowercase name ('string', 'integer', 'number', 'object', ...)."""
+def _json_type_name(f: EventField) -> str:
+    """The JSON type of a field's value as a lowercase name, for messages (evaluated on rejected rows only)."""
     col = _q(f.name)
-    if f.kind == "json":
-        # Any JSON value is accepted; only presence matters, so the (possibly large) value is not parsed.
-        return f"CASE WHEN {col} IS NULL THEN NULL WHEN trim({col}) = 'null' THEN 'null' ELSE 'json' END"
     return (
         f"CASE json_type({col}) WHEN 'VARCHAR' THEN 'string' WHEN 'BIGINT' THEN 'integer' "
-        "WHEN 'UBIGINT' THEN 'integer' WHEN 'DOUBLE' THEN 'number' ELSE lower(json_type("
-        f"{col})) END"
+        f"WHEN 'UBIGINT' THEN 'integer' WHEN 'DOUBLE' THEN 'number' ELSE lower(json_type({col})) END"
     )
 
 
 def _value_sql(f: EventField) -> str:
-    col, t = _q(f.name), _t(f)
+    """The typed value, read off the field's JSON text.
+
+    Staged fields are minified JSON texts written by DuckDB's JSON reader (a JSON null is SQL NULL), so the
+    first character tells strings, objects and lists apart without parsing; numbers are cast directly.
+    """
+    col = _q(f.name)
     return {
-        "string": f"CASE WHEN {t} = 'string' THEN {col}->>'$' END",
-        "timestamp": f"CASE WHEN {t} = 'string' THEN TRY_CAST({col}->>'$' AS TIMESTAMPTZ) END",
-        "double": f"CASE WHEN {t} IN ('number', 'integer') THEN TRY_CAST({col} AS DOUBLE) END",
-        "integer": f"CASE WHEN {t} = 'integer' THEN TRY_CAST({col} AS BIGINT) END",
-        "json": f"CASE WHEN {t} = 'json' THEN {col} END",
-        "object": f"CASE WHEN {t} = 'object' THEN {col} END",
-        "string_list": f"CASE WHEN {t} = 'array' AND list_bool_and(list_transform(json_type({col}, '$[*]'), "
+        "string": f"CASE WHEN starts_with({col}, '\"') THEN {col}->>'$' END",
+        "timestamp": f"CASE WHEN starts_with({col}, '\"') THEN TRY_CAST({col}->>'$' AS TIMESTAMPTZ) END",
+        "double": f"TRY_CAST({col} AS DOUBLE)",
+        "integer": f"CASE WHEN NOT regexp_matches({col}, '[.eE]') THEN TRY_CAST({col} AS BIGINT) END",
+        "json": f"CASE WHEN {_present(f)} THEN {col} END",
+        "object": f"CASE WHEN starts_with({col}, '{{') THEN {col} END",
+        "string_list": f"CASE WHEN starts_with({col}, '[') AND list_bool_and(list_transform(json_type({col}, '$[*]'), "
         f"lambda e: e = 'VARCHAR')) IS NOT false THEN from_json({col}, '[\"VARCHAR\"]') END",
     }[f.kind]
 
@@ -138,7 +134,7 @@ def _rules(rules: StagingRules) -> list[tuple[str, str]]:
             checks.append((f"NOT {_present(f)}", sql_literal(f"missing_required_field: {f.name}")))
     for f in EVENT_FIELDS:
         if f.kind != "json":
-            message = f"'wrong_type: {f.name} must be {_EXPECTED[f.kind]}, got ' || {_t(f)}"
+            message = f"'wrong_type: {f.name} must be {_EXPECTED[f.kind]}, got ' || {_json_type_name(f)}"
             checks.append((f"{_present(f)} AND {_v(f)} IS NULL", message))
     checks += [rule for rule in map(_range_rule, EVENT_FIELDS) if rule]
     for name, allowed in (("status", STATUSES), ("severity", SEVERITIES)):
@@ -178,7 +174,6 @@ def error_list_sql(rules: StagingRules) -> str:
 
 def checked_sql(source_sql: str, rules: StagingRules) -> str:
     """Staged records as typed values plus their errors; the raw record is kept only for rejected ones."""
-    types = ", ".join(f"{_type_sql(f)} AS {_t(f)}" for f in EVENT_FIELDS)
     values = ", ".join(f"{_value_sql(f)} AS {_v(f)}" for f in EVENT_FIELDS)
     raw = "coalesce(raw_record, to_json(struct_pack(" + ", ".join(
         f"{_q(f.name)} := {_q(f.name)}::JSON" for f in EVENT_FIELDS
@@ -189,7 +184,7 @@ def checked_sql(source_sql: str, rules: StagingRules) -> str:
            CASE WHEN len(errors) > 0 THEN left({raw}, {RAW_RECORD_KEEP_BYTES}) END AS raw_record
     FROM (
         SELECT *, {error_list_sql(rules)} AS errors
-        FROM (SELECT *, {values} FROM (SELECT *, {types} FROM ({source_sql})))
+        FROM (SELECT *, {values} FROM ({source_sql}))
     )"""
 
 
