@@ -15,7 +15,7 @@ windows as (
     select * from (values ('1h', interval 1 hour), ('24h', interval 24 hour))
         as w(window_name, window_length)
 ),
-ev as (
+ev as materialized (
     select
         e.agent_name, e.task_type, e.context, e.status, e.error_type, e.event_time, e.latency_ms,
         e.llm_latency_ms, e.tokens_used, e.cost_usd, e.quality_score, e.reward,
@@ -26,20 +26,6 @@ ev as (
     join windows as w
         on e.event_time > r.as_of - 2 * w.window_length and e.event_time <= r.as_of
     where e.event_date >= cast({{ var('recent_from', '1970-01-01') }} as date)
-),
--- Each distinct context text once at the broad level ('*', '*') and once per context key with a value.
-buckets as (
-    select *
-    from (
-        select
-            t.context,
-            k.context_key,
-            case when k.context_key = '*' then '*' else json_extract_string(t.context, k.context_key) end
-                as context_value
-        from (select distinct context from ev) as t
-        cross join keys as k
-    )
-    where context_value is not null
 ),
 grouped as (
     select
@@ -63,6 +49,20 @@ grouped as (
         max(event_time) as last_event_at
     from ev
     group by all
+),
+-- Each distinct context text once at the broad level ('*', '*') and once per context key with a value.
+buckets as (
+    select *
+    from (
+        select
+            t.context,
+            k.context_key,
+            case when k.context_key = '*' then '*' else json_extract_string(t.context, k.context_key) end
+                as context_value
+        from (select distinct context from grouped) as t
+        cross join keys as k
+    )
+    where context_value is not null
 ),
 errors as (
     select window_name, agent_name, task_type, context_key, context_value,
