@@ -42,6 +42,7 @@ from learning_pipeline.lib.policy import (
     weighted_log_loss,
 )
 from learning_pipeline.lib.sql_runner import SqlProject
+from learning_pipeline.lib.warehouse import quote_identifier, sql_literal
 
 REWARD_SQL = {
     # the bandit's rule (same as stg_outcome_events.reward and the posteriors)
@@ -123,7 +124,10 @@ class Window:
 
 
 def _context_select(keys: tuple[str, ...]) -> str:
-    return ", ".join(f"json_extract_string(context, '{k}') AS \"{k}\"" for k in keys)
+    """Context keys (configuration, so data) as columns: quoted as a JSON path literal and an identifier."""
+    return ", ".join(
+        f"json_extract_string(context, {sql_literal('$.' + json.dumps(k))}) AS {quote_identifier(k)}" for k in keys
+    )
 
 
 def daily_aggregates(con: duckdb.DuckDBPyConnection, start: date, end: date, keys: tuple[str, ...]) -> pd.DataFrame:
@@ -147,8 +151,8 @@ def joint_cells(con, start: date, end: date, keys: tuple[str, ...], reward_rule:
     Events are grouped by their raw context text first and the JSON is parsed only for the distinct
     groups (a few thousand instead of millions of rows).
     """
-    extract = ", ".join(f"json_extract_string(context, '{k}') AS \"{k}\"" for k in keys)
-    cols = ", ".join(f'"{k}"' for k in keys)
+    extract = _context_select(keys)
+    cols = ", ".join(quote_identifier(k) for k in keys)
     sql = f"""
         WITH raw AS (
             SELECT cast(event_date AS DATE) AS event_date,

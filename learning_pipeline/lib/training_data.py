@@ -289,23 +289,6 @@ def build_routing_pairs(
                          classes_with_best=int(classes[1]), best=best)
 
 
-def successful_events_by_date(paths: LakePaths) -> dict[str, int]:
-    """Successful outcome events per event date (for consistency checks)."""
-    con = lake_connection(paths)
-    try:
-        rows = con.execute(
-            "SELECT CAST(event_date AS VARCHAR), count(*) FILTER (WHERE status = 'success') "
-            "FROM outcome_events GROUP BY ALL"
-        ).fetchall()
-    except duckdb.CatalogException:
-        return {}
-    finally:
-        con.close()
-    return {d: int(n) for d, n in rows}
-
-
-
-# ------------------------------------------------------------------------------ agent config recommendations
 @dataclass
 class AgentConfigResult:
     recommendations: list[dict]

@@ -15,6 +15,11 @@ def sql_literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def quote_identifier(name: str) -> str:
+    """Quote a name as a SQL identifier."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
 def lake_tables(paths: LakePaths) -> list[str]:
     """Lake tables that have at least one Parquet file."""
     if not paths.lake.exists():
