@@ -1,0 +1,148 @@
+"""Freshness: time from an events file landing to the updated `agent_posteriors` materialization, with a real
+`dagster-daemon` running the code location on a temporary sqlite instance.
+
+    python benchmarks/bench_freshness.py --mode default --drops 6
+    python benchmarks/bench_freshness.py --mode tuned --drops 10
+
+default  Dagster's defaults: landing sensor every 30 s, automation-condition sensor every 30 s, queued runs,
+         multiprocess executor (a process per step), sensors evaluated serially.
+tuned    landing sensor every 1 s, automation sensor every 2 s, run queue polled every 1 s, sensors on threads,
+         in-process executor (one process per run).
+Both make agent_stats / agent_posteriors eager (in benchmarks/freshness_location.py), so posteriors follow new
+events without a schedule. A warm-up drop (3 days of history) is not counted. Each drop lands one JSONL file of
+`--events` events dated today; the latency is the posterior materialization's timestamp minus the landing time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODES = {
+    "default": {"landing": "30", "automation": "30", "dequeue": None, "threads": False, "in_process": False},
+    "tuned": {"landing": "1", "automation": "2", "dequeue": 1, "threads": True, "in_process": True},
+}
+
+
+def instance_yaml(mode: dict) -> str:
+    lines = ["telemetry:", "  enabled: false", "run_coordinator:", "  module: dagster.core.run_coordinator",
+             "  class: QueuedRunCoordinator"]
+    if mode["dequeue"]:
+        lines += ["  config:", f"    dequeue_interval_seconds: {mode['dequeue']}"]
+    # as the project's dagster.yaml: steps of a pool (duckdb_warehouse) run one at a time across runs
+    lines += ["concurrency:", "  pools:", "    default_limit: 1", "    granularity: op"]
+    if mode["threads"]:
+        lines += ["sensors:", "  use_threads: true", "  num_workers: 4"]
+    return "\n".join(lines) + "\n"
+
+
+def latest_posterior_ts(instance) -> float:
+    import dagster as dg
+
+    event = instance.get_latest_materialization_event(dg.AssetKey("agent_posteriors"))
+    return event.timestamp if event is not None else 0.0
+
+
+def wait_for_posteriors(instance, after: float, timeout: float) -> float | None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ts = latest_posterior_ts(instance)
+        if ts > after:
+            return ts
+        time.sleep(0.25)
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=sorted(MODES), default="tuned")
+    parser.add_argument("--drops", type=int, default=8)
+    parser.add_argument("--events", type=int, default=500)
+    parser.add_argument("--timeout", type=float, default=240.0)
+    parser.add_argument("--keep", action="store_true", help="keep the temp directory")
+    args = parser.parse_args()
+    mode = MODES[args.mode]
+
+    root = Path(tempfile.mkdtemp(prefix="freshness-"))
+    home, data = root / "home", root / "data"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(instance_yaml(mode))
+    workspace = root / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_file:\n"
+        f"      relative_path: {REPO / 'benchmarks' / 'freshness_location.py'}\n"
+        "      attribute: defs\n"
+        f"      working_directory: {REPO}\n"
+    )
+    env = {
+        **os.environ, "DAGSTER_HOME": str(home), "LEARNING_PIPELINE_DATA_DIR": str(data),
+        "LEARNING_PIPELINE_LANDING_SENSOR_SECONDS": mode["landing"],
+        "FRESHNESS_AUTOMATION_SECONDS": mode["automation"], "FRESHNESS_EAGER_POSTERIORS": "1",
+        "FRESHNESS_IN_PROCESS": "1" if mode["in_process"] else "0",
+    }
+    os.environ.update({"DAGSTER_HOME": str(home)})
+
+    from learning_pipeline.lib.simulate import SimulationConfig, write_simulation
+
+    import dagster as dg
+
+    # create the instance's sqlite storage before the daemon starts: concurrent first migrations collide
+    with dg.DagsterInstance.get() as instance:
+        instance.get_runs(limit=1)
+        latest_posterior_ts(instance)
+    log = open(root / "daemon.log", "w")
+    daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+                              env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    latencies: list[float] = []
+    try:
+        with dg.DagsterInstance.get() as instance:
+            t0 = time.time()
+            write_simulation(SimulationConfig(days=3, events_per_day=args.events, seed=1), data, prefix="warmup",
+                             write_truth=False)
+            if wait_for_posteriors(instance, t0, args.timeout * 2) is None:
+                print(f"warm-up: no posteriors within {args.timeout * 2:.0f} s; see {root / 'daemon.log'}")
+                return 1
+            print(f"warm-up done in {time.time() - t0:.1f} s")
+            for i in range(args.drops):
+                time.sleep(2.0)
+                t0 = time.time()
+                write_simulation(SimulationConfig(days=1, events_per_day=args.events, seed=100 + i), data,
+                                 prefix=f"drop{i}", write_truth=False)
+                ts = wait_for_posteriors(instance, t0, args.timeout)
+                if ts is None:
+                    print(f"drop {i}: no posterior update within {args.timeout:.0f} s")
+                    continue
+                latencies.append(ts - t0)
+                print(f"drop {i}: {ts - t0:.1f} s")
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+        log.close()
+    if latencies:
+        q = statistics.quantiles(latencies, n=20, method="inclusive") if len(latencies) > 1 else latencies * 19
+        print(f"mode={args.mode} drops={len(latencies)}/{args.drops} events/drop={args.events} "
+              f"p50={statistics.median(latencies):.1f}s p95={q[18]:.1f}s min={min(latencies):.1f}s "
+              f"max={max(latencies):.1f}s  ({datetime.now(timezone.utc):%Y-%m-%d})")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        print(f"kept {root}")
+    return 0 if latencies else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
