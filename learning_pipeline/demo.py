@@ -10,7 +10,7 @@ import dagster as dg
 
 from learning_pipeline.defs.resources import DATA_DIR_ENV
 from learning_pipeline.lib.lake import LakePaths
-from learning_pipeline.lib.simulate import SimulationConfig, write_simulation
+from learning_pipeline.lib.simulate import SimulationConfig, load_truth, write_simulation
 from learning_pipeline.lib.staging import current_entries, list_landing_files
 from learning_pipeline.lib.warehouse import lake_connection, refresh_warehouse_views
 
@@ -22,6 +22,16 @@ class DemoSettings:
     days: int = 7
     events_per_day: int = 5000
     seed: int = 7
+
+
+def _true_best_agents(data_dir: Path) -> dict[str, str]:
+    """The simulator's true best agent per task type on its last day, when the events were simulated."""
+    try:
+        truth = load_truth(data_dir)
+    except FileNotFoundError:
+        return {}
+    last_day = truth["end_date"]
+    return {row["task_type"]: row["best_agent"] for row in truth["best_agents_by_day"] if row["event_date"] == last_day}
 
 
 def run_demo(settings: DemoSettings, echo=print) -> dict:
@@ -82,9 +92,15 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
     summary = {"days": len(days), "accepted": counts[0], "quarantined": counts[1], "top_agents": top}
     echo("")
     echo(f"accepted events: {counts[0]}   quarantined: {counts[1]}   lake: {paths.lake}")
-    echo("recommended agent per task type (posterior mean):")
+    truth = _true_best_agents(data_dir)
+    matches = sum(truth.get(task_type) == agent for task_type, agent, _ in top)
+    header = "recommended agent per task type (posterior mean)"
+    echo(header + (f"; the simulator's true best: {matches} of {len(top)}" if truth else ""))
     for task_type, agent, score in top:
-        echo(f"  {task_type:<24} {agent:<20} {score}")
+        mark = ""
+        if truth:
+            mark = "  = true best" if truth.get(task_type) == agent else f"  (true best: {truth.get(task_type)})"
+        echo(f"  {task_type:<24} {agent:<20} {score}{mark}")
     for number, gate, reason, aliases in versions:
         echo(f"model agent-router v{number}: {gate} ({reason}) aliases: {aliases or '-'}")
     echo("")
