@@ -42,9 +42,9 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def generate(data_dir: str, events: int) -> dict:
+def generate(data_dir: str, events: int, malformed_share: float) -> dict:
     config = SimulationConfig(
-        days=DAYS, events_per_day=events // DAYS, seed=1, malformed_share=0.001, duplicate_share=0.01,
+        days=DAYS, events_per_day=events // DAYS, seed=1, malformed_share=malformed_share, duplicate_share=0.01,
         propensities=True, file_events=100_000,
     )
     return write_simulation(config, data_dir).summary()
@@ -85,9 +85,10 @@ def pipeline(data_dir: str) -> dict:
             **totals, "peak_rss_mb": peak_rss_mb()}
 
 
-def child(step: str, data_dir: str, events: int) -> dict:
+def child(step: str, data_dir: str, events: int, malformed_share: float) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", step, "--data-dir", data_dir, "--events", str(events)],
+        [sys.executable, __file__, "--child", step, "--data-dir", data_dir, "--events", str(events),
+         "--malformed-share", str(malformed_share)],
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -96,12 +97,14 @@ def child(step: str, data_dir: str, events: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--malformed-share", type=float, default=0.001,
+                        help="bad records per event; 0.001 puts bad lines in every file, 0 gives clean files")
     parser.add_argument("--child")
     parser.add_argument("--data-dir")
     args = parser.parse_args()
     if args.child:
         result = {"generate": generate, "baseline": baseline, "pipeline": pipeline}[args.child](
-            *([args.data_dir, args.events[0]] if args.child == "generate" else [args.data_dir])
+            *([args.data_dir, args.events[0], args.malformed_share] if args.child == "generate" else [args.data_dir])
         )
         print(json.dumps(result))
         return
@@ -109,10 +112,10 @@ def main() -> None:
     print(f"{'events':>11} {'step':<9} {'wall s':>7} {'cpu s':>7} {'events/s':>10} {'ev/cpu-s':>9} {'peak MB':>8}  notes")
     for events in args.events:
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-            gen = child("generate", tmp, events)
+            gen = child("generate", tmp, events, args.malformed_share)
             lines = gen["lines"]
             for step in ("baseline", "pipeline"):
-                r = child(step, tmp, events)
+                r = child(step, tmp, events, args.malformed_share)
                 notes = ""
                 if step == "pipeline":
                     notes = (f"staging {r['staging_seconds']:.1f}s, validation {r['validation_seconds']:.1f}s; "

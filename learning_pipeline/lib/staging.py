@@ -271,6 +271,7 @@ def stage_file(paths: LakePaths, path: Path, rules: StagingRules) -> StagedFile:
     received_at = datetime.now(timezone.utc)
     token = uuid.uuid4().hex[:8]
     out_dir = paths.staging / f".tmp-{token}"
+    paths.staging.mkdir(parents=True, exist_ok=True)
     con = _connect()
     try:
         target = sql_literal(str(out_dir))
