@@ -1,9 +1,10 @@
 """Ingestion benchmark: JSONL landing files -> validated, de-duplicated, daily-partitioned Parquet.
 
-    python benchmarks/bench_ingest.py --events 1000000 10000000
+    python benchmarks/bench_ingest.py --events 1000000 3000000 [--malformed-share 0]
 
 For each volume, a child process generates the events with the simulator (10 days, 100k lines per file,
-0.1% malformed records, 1% re-deliveries), then measures, in a fresh child process each:
+1% re-deliveries, 0.1% malformed records by default, which puts bad lines in every file; 0 gives clean
+files), then measures, in a fresh child process each:
   baseline   DuckDB alone: read_json over all landing files -> one Parquet file, no validation
   pipeline   staging (split by event date) + validation + de-duplication of every day
 and prints events/s (wall clock and per CPU-second, which is steadier on a shared machine) and the peak
