@@ -187,12 +187,32 @@ def add_rollback(subparsers) -> None:
     p.set_defaults(func=cmd_rollback)
 
 
+# -- serve -------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from learning_pipeline.api import serve
+
+    serve(args.data_dir, host=args.host, port=args.port, tracking_uri=args.tracking_uri or None,
+          poll_seconds=args.poll_seconds, dagster_home=args.dagster_home or None)
+    return 0
+
+
+def add_serve(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="run the Learning API (FastAPI on uvicorn)")
+    add_data_dir(p)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///<data-dir>/mlflow.db")
+    p.add_argument("--poll-seconds", type=float, default=2.0, help="how often to check the @champion alias")
+    p.add_argument("--dagster-home", default=None, help="Dagster instance for sensor/schedule states ($DAGSTER_HOME)")
+    p.set_defaults(func=cmd_serve)
+
+
 # Each entry registers one subcommand; new subcommands add one function here.
 from learning_pipeline.autonomy_cli import add_alerts, add_graduation  # noqa: E402
 from learning_pipeline.autonomy_demo import add_autonomy_demo  # noqa: E402
 
 SUBCOMMANDS: list[Callable] = [add_demo, add_simulate, add_consume, add_rollback, add_alerts, add_graduation,
-                               add_autonomy_demo]
+                               add_autonomy_demo, add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
