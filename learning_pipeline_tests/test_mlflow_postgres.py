@@ -2,10 +2,8 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -17,6 +15,7 @@ from learning_pipeline.lib import registry
 from learning_pipeline.lib.cycle import CycleConfig, run_cycle
 from learning_pipeline.lib.warehouse import lake_connection
 from learning_pipeline_tests._models_fixtures import simulated_lake
+from learning_pipeline_tests._servers import free_port, wait_for_http
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -30,10 +29,6 @@ def _admin():
     return con
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +38,7 @@ def tracking_server(tmp_path_factory):
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{db}"')
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
+    port = free_port()
     bin_dir = Path(PYTHON).parent
     env = {**os.environ, "PATH": str(bin_dir) + os.pathsep + os.environ.get("PATH", "")}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -57,18 +52,8 @@ def tracking_server(tmp_path_factory):
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail("mlflow server did not start:\n" + (root / "server.log").read_text()[-3000:])
-            time.sleep(1)
+        log.flush()
+        wait_for_http(f"{uri}/health", proc, describe=lambda: (root / "server.log").read_text()[-3000:])
         yield uri, db, root
     finally:
         proc.terminate()

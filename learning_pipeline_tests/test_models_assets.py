@@ -3,10 +3,8 @@ rollback (job and CLI), the champion loaded in a fresh process and served by `ml
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib import registry
 from learning_pipeline.lib.warehouse import lake_connection
 from learning_pipeline_tests._models_fixtures import simulated_lake
+from learning_pipeline_tests._servers import free_port, wait_for_http
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parents[1]
@@ -136,16 +135,12 @@ def test_champion_loads_in_a_fresh_process(materialized):
     assert out["top"][0] == best["analysis"] and out["top"][1] == best["planning"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 def test_mlflow_models_serve_serves_the_champion(materialized):
     _, resources, _, _ = materialized
-    port = _free_port()
+    port = free_port()
     bin_dir = str(Path(PYTHON).parent)  # the scoring server runs `uvicorn` from PATH
     env = {**os.environ, "MLFLOW_TRACKING_URI": resources["mlflow"].uri,
            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
@@ -156,17 +151,7 @@ def test_mlflow_models_serve_serves_the_champion(materialized):
         cwd="/", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(1)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", proc, describe=lambda: proc.stdout.read()[-3000:])
         body = json.dumps({"dataframe_records": [{"task_type": "analysis", "complexity": "low"}],
                            "params": {"top_k": 3}}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
