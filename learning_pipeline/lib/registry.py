@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -62,11 +63,21 @@ def artifact_location_for(tracking_uri: str) -> str | None:
     return None
 
 
+# The fluent MLflow API keeps one tracking URI per process; threads (e.g. sensors evaluated on threads by
+# the daemon) take turns so no block ever logs to another block's URI or to the default ./mlflow.db.
+_TRACKING_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def tracking(tracking_uri: str) -> Iterator[MlflowClient]:
     """Point the fluent MLflow API at `tracking_uri` for the duration of the block, then restore the
     previous setting (MLflow mirrors it into MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI for subprocesses,
-    so those are restored too)."""
+    so those are restored too). Blocks in different threads of one process run one at a time."""
+    with _TRACKING_LOCK:
+        yield from _tracking(tracking_uri)
+
+
+def _tracking(tracking_uri: str) -> Iterator[MlflowClient]:
     previous_tracking = os.environ.get("MLFLOW_TRACKING_URI")
     previous_registry = os.environ.get("MLFLOW_REGISTRY_URI")
     mlflow.set_tracking_uri(tracking_uri)
