@@ -1,16 +1,16 @@
 """Freshness: time from an events file landing to the updated `agent_posteriors` materialization, with a real
-`dagster-daemon` running the code location on a temporary sqlite instance.
+`dagster-daemon` running the project's code location (workspace.yaml) on a temporary sqlite instance.
 
     python benchmarks/bench_freshness.py --mode default --drops 6
     python benchmarks/bench_freshness.py --mode tuned --drops 10
 
-default  Dagster's defaults: landing sensor every 30 s, automation-condition sensor every 30 s, queued runs,
-         multiprocess executor (a process per step), sensors evaluated serially.
-tuned    landing sensor every 1 s, automation sensor every 2 s, run queue polled every 1 s, sensors on threads,
-         in-process executor (one process per run).
-Both make agent_stats / agent_posteriors eager (in benchmarks/freshness_location.py), so posteriors follow new
-events without a schedule. A warm-up drop (3 days of history) is not counted. Each drop lands one JSONL file of
-`--events` events dated today; the latency is the posterior materialization's timestamp minus the landing time.
+The landing-zone sensor requests `landing_job` (ingest, daily stats, windows, posteriors, recommendations in
+one run and one process) for each day with new files.
+default  Dagster's defaults around it: sensor every 30 s, run queue polled every 5 s, sensors evaluated serially.
+tuned    the project's settings: sensor every 5 s (LEARNING_PIPELINE_LANDING_SENSOR_SECONDS), run queue polled
+         every second (dagster.yaml), sensors on threads.
+A warm-up drop (3 days of history) is not counted. Each drop lands one JSONL file of `--events` events dated
+today; the latency is the posterior materialization's timestamp minus the landing time.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = {
-    "default": {"landing": "30", "automation": "30", "dequeue": None, "threads": False, "in_process": False},
-    "tuned": {"landing": "1", "automation": "2", "dequeue": 1, "threads": True, "in_process": True},
+    "default": {"landing": "30", "dequeue": None, "threads": False},
+    "tuned": {"landing": "5", "dequeue": 1, "threads": True},
 }
 
 
@@ -76,18 +76,10 @@ def main() -> int:
     home, data = root / "home", root / "data"
     home.mkdir()
     (home / "dagster.yaml").write_text(instance_yaml(mode))
-    workspace = root / "workspace.yaml"
-    workspace.write_text(
-        "load_from:\n  - python_file:\n"
-        f"      relative_path: {REPO / 'benchmarks' / 'freshness_location.py'}\n"
-        "      attribute: defs\n"
-        f"      working_directory: {REPO}\n"
-    )
+    workspace = REPO / "workspace.yaml"
     env = {
         **os.environ, "DAGSTER_HOME": str(home), "LEARNING_PIPELINE_DATA_DIR": str(data),
         "LEARNING_PIPELINE_LANDING_SENSOR_SECONDS": mode["landing"],
-        "FRESHNESS_AUTOMATION_SECONDS": mode["automation"], "FRESHNESS_EAGER_POSTERIORS": "1",
-        "FRESHNESS_IN_PROCESS": "1" if mode["in_process"] else "0",
     }
     os.environ.update({"DAGSTER_HOME": str(home)})
 

@@ -4,20 +4,32 @@ import os
 
 import dagster as dg
 
-from learning_pipeline.defs.events.assets import ingest_job
 from learning_pipeline.defs.partitions import daily_partitions
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.staging import read_log, stage_pending
 from learning_pipeline.lib.warehouse import refresh_warehouse_views
 
 SENSOR_INTERVAL_ENV = "LEARNING_PIPELINE_LANDING_SENSOR_SECONDS"
+
+# What a day with new landing files needs for fresh recommendations, in one run and one process: no wait for
+# a second run to be queued, launched and loaded before the posteriors follow the new events.
+landing_job = dg.define_asset_job(
+    "landing_job",
+    selection=dg.AssetSelection.assets(
+        "outcome_events", "quarantined_events", "agent_daily_stats",
+        "agent_stats", "agent_task_stats", "agent_posteriors", "agent_recommendations",
+    ),
+    executor_def=dg.in_process_executor,
+    description="Run by the landing-zone sensor: ingest a day, update its daily stats, then the windows, "
+    "posteriors and recommendations.",
+)
 # Landing files staged per tick; more wait for the next tick, so a bulk drop never times out a tick.
 MAX_FILES_PER_TICK = 200
 
 
 @dg.sensor(
-    job=ingest_job,
-    minimum_interval_seconds=int(os.environ.get(SENSOR_INTERVAL_ENV, "15")),
+    job=landing_job,
+    minimum_interval_seconds=int(os.environ.get(SENSOR_INTERVAL_ENV, "5")),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Stages new landing files and requests an ingest run for every day they touch.",
 )
