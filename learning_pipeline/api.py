@@ -122,10 +122,11 @@ def create_app(data_dir: str, tracking_uri: str | None = None, poll_seconds: flo
         """Per agent: success rate, average latency, total executions (from agent_stats / agent_task_stats)."""
         return api.agent_performance(paths, task_type, window)
 
-    @app.post(f"{PREFIX}/predict/agent-selection", tags=["learning"])
-    async def agent_selection(body: AgentSelectionRequest) -> AgentSelectionResponse:
+    @app.post(f"{PREFIX}/predict/agent-selection", tags=["learning"], response_model=AgentSelectionResponse)
+    async def agent_selection(body: AgentSelectionRequest) -> JSONResponse:
         """Top-k agents for a task from the agent-router @champion (refreshed without restart)."""
-        return champion.predict(body.task_type, body.context, body.top_k, body.mode)
+        # the answer is built to the response model's shape; returned as is (no second validation pass)
+        return JSONResponse(champion.predict(body.task_type, body.context, body.top_k, body.mode))
 
     @app.get(f"{PREFIX}/status", tags=["learning"])
     def status() -> dict[str, Any]:

@@ -120,15 +120,17 @@ class ChampionModel:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._client = None
 
     # -- refresh ----------------------------------------------------------------------------------
     def _champion_version(self) -> int | None:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         try:
-            return int(client.get_model_version_by_alias(registry.REGISTERED_MODEL, registry.CHAMPION).version)
+            return int(self._client.get_model_version_by_alias(registry.REGISTERED_MODEL, registry.CHAMPION).version)
         except MlflowException:
             return None
 
