@@ -110,3 +110,9 @@ def test_learning_cycle_schedule_requests_the_tick_day(lake):
     request = learning_cycle_schedule(context)
     assert request.partition_key == "2026-11-03" and request.tags["learning_pipeline/trigger"] == "learning_cycle_schedule"
     assert loop.read_learning_cycles(lake.paths)["trigger"].tolist() == ["learning_cycle_schedule"]
+
+
+def test_a_midnight_learning_cycle_evaluates_the_day_that_just_ended(lake):
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 4, 0, 0, tzinfo=timezone.utc),
+                                        resources={"lake": lake})
+    assert learning_cycle_schedule(context).partition_key == "2026-11-03"

@@ -3,7 +3,7 @@
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
@@ -99,11 +99,12 @@ def _cron() -> str:
     cron_schedule=_cron(),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
-    description=f"A learning cycle on a fixed cron (${CRON_ENV}, default '{DEFAULT_CRON}') for the tick's UTC day.",
+    description=f"A learning cycle on a fixed cron (${CRON_ENV}, default '{DEFAULT_CRON}') for the UTC day of "
+    "the hour before the tick (a midnight tick evaluates the day that just ended, not an empty one).",
 )
 def learning_cycle_schedule(context: dg.ScheduleEvaluationContext, lake: LakeResource):
     tick = context.scheduled_execution_time.astimezone(timezone.utc)
-    partition = tick.date().isoformat()
+    partition = (tick - timedelta(hours=1)).date().isoformat()
     run_key = f"schedule-{tick:%Y%m%dT%H%M}"
     loop.record_cycle_event(lake.paths, loop.CYCLE_REQUESTED, tick, "learning_cycle_schedule",
                             partition_key=partition, run_key=run_key, reason="scheduled")
