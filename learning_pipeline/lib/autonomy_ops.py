@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+import duckdb
 import pandas as pd
 
 from learning_pipeline.lib import cycle, graduation, registry
@@ -109,7 +110,7 @@ def _cycles_since(paths: LakePaths, created_at) -> int:
                 "SELECT count(*) FROM learning_events WHERE event_type LIKE 'evaluation_%' AND created_at >= ?",
                 [pd.Timestamp(created_at).to_pydatetime()],
             ).fetchone()[0])
-        except Exception:  # no learning_events table yet
+        except duckdb.CatalogException:  # no learning_events table yet
             return 0
 
 

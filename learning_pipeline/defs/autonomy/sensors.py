@@ -5,6 +5,7 @@ import json
 import os
 from datetime import datetime, timedelta, timezone
 
+import duckdb
 import dagster as dg
 
 from learning_pipeline.defs.autonomy.assets import autonomy_job
@@ -27,7 +28,7 @@ def _learning_events(paths):
     with lake_connection(paths) as con:
         try:
             return con.execute("SELECT event_type, improvement, created_at FROM learning_events").df()
-        except Exception:  # no learning_events table yet
+        except duckdb.CatalogException:  # no learning_events table yet
             import pandas as pd
 
             return pd.DataFrame(columns=["event_type", "improvement", "created_at"])
