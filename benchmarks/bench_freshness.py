@@ -45,18 +45,26 @@ def instance_yaml(mode: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def latest_posterior_ts(instance) -> float:
+def posterior_ts_after(instance, after: float) -> float | None:
+    """Timestamp of the newest agent_posteriors materialization by a run created after `after`.
+
+    A run created after the drop was requested by a sensor tick that had already staged the dropped file, so
+    its posteriors include the new events; a run already under way when the file landed does not count.
+    """
     import dagster as dg
 
     event = instance.get_latest_materialization_event(dg.AssetKey("agent_posteriors"))
-    return event.timestamp if event is not None else 0.0
+    if event is None or event.timestamp <= after:
+        return None
+    record = instance.get_run_record_by_id(event.run_id)
+    return event.timestamp if record is not None and record.create_timestamp.timestamp() > after else None
 
 
 def wait_for_posteriors(instance, after: float, timeout: float) -> float | None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        ts = latest_posterior_ts(instance)
-        if ts > after:
+        ts = posterior_ts_after(instance, after)
+        if ts is not None:
             return ts
         time.sleep(0.25)
     return None
@@ -90,7 +98,7 @@ def main() -> int:
     # create the instance's sqlite storage before the daemon starts: concurrent first migrations collide
     with dg.DagsterInstance.get() as instance:
         instance.get_runs(limit=1)
-        latest_posterior_ts(instance)
+        posterior_ts_after(instance, 0.0)
     log = open(root / "daemon.log", "w")
     daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
                               env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

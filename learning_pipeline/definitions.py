@@ -53,11 +53,21 @@ def daily_job_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"daily-{yesterday}", partition_key=yesterday)
 
 
+# Runs the assets' automation conditions (stats windows and training data follow new days). Running by
+# default, unlike Dagster's implicit sensor, so the loop turns on a fresh instance.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_sensor",
+    target=dg.AssetSelection.all(),
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+
 defs = dg.Definitions.merge(
     *(domain.defs for domain in (*DATA_DOMAINS, models, autonomy)),
     dg.Definitions(
         jobs=[daily_job, learning_job, learning_cycle_job],
         schedules=[daily_job_schedule],
+        sensors=[automation_sensor],
         resources={
             "lake": default_lake_resource(),
             "kafka": default_kafka_resource(),

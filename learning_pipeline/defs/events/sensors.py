@@ -12,16 +12,16 @@ from learning_pipeline.lib.warehouse import refresh_warehouse_views
 SENSOR_INTERVAL_ENV = "LEARNING_PIPELINE_LANDING_SENSOR_SECONDS"
 
 # What a day with new landing files needs for fresh recommendations, in one run and one process: no wait for
-# a second run to be queued, launched and loaded before the posteriors follow the new events.
+# a second run to be queued, launched and loaded before the posteriors follow the new events. The rest
+# (window stats, training data) follows through automation conditions.
 landing_job = dg.define_asset_job(
     "landing_job",
     selection=dg.AssetSelection.assets(
-        "outcome_events", "quarantined_events", "agent_daily_stats",
-        "agent_stats", "agent_task_stats", "agent_posteriors", "agent_recommendations",
+        "outcome_events", "quarantined_events", "agent_daily_stats", "agent_posteriors", "agent_recommendations",
     ),
     executor_def=dg.in_process_executor,
-    description="Run by the landing-zone sensor: ingest a day, update its daily stats, then the windows, "
-    "posteriors and recommendations.",
+    description="Run by the landing-zone sensor: ingest a day, update its daily stats, then the posteriors and "
+    "recommendations.",
 )
 # Landing files staged per tick; more wait for the next tick, so a bulk drop never times out a tick.
 MAX_FILES_PER_TICK = 200

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 import dagster as dg
 
-from learning_pipeline.defs.partitions import daily_partitions
+from learning_pipeline.defs.partitions import daily_partitions, follows_new_data
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.lake import LakePaths, write_parquet_atomic
 from learning_pipeline.lib.schema import OUTCOME_EVENT_SCHEMA
@@ -148,6 +148,7 @@ def run_stats_marts(paths: LakePaths, as_of: str | None = None, ema_alpha: float
             kinds={"duckdb", "parquet"},
             group_name="stats",
             description=desc,
+            automation_condition=follows_new_data,
         )
         for name, desc in (
             ("agent_stats", "Per agent and context bucket: counts, rates, latency, tokens, cost, quality over "

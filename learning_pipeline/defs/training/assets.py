@@ -4,7 +4,7 @@ import pandas as pd
 
 import dagster as dg
 
-from learning_pipeline.defs.partitions import daily_partitions
+from learning_pipeline.defs.partitions import daily_partitions, follows_new_data
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.agent_configs import ConfigRules, agent_configs_dir
 from learning_pipeline.lib.training_data import (
@@ -76,7 +76,7 @@ class RoutingPairsConfig(dg.Config):
     deps=[OUTCOME_EVENTS],
     kinds={"duckdb", "parquet"},
     group_name=GROUP,
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_new_data,
     description=(
         "Per task class (task_type, context complexity or '*') every (agent, model) candidate with executions, "
         "success rate, quality, latency p50 and cost, ranked; the best is the top eligible candidate "
@@ -110,7 +110,7 @@ class AgentConfigRecommendationsConfig(dg.Config):
     deps=[OUTCOME_EVENTS],
     kinds={"duckdb", "toml"},
     group_name=GROUP,
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_new_data,
     description=(
         "Per agent a recommended TOML config (tools, max_turns, preferred task types) under agent_configs/, "
         "with every version kept in agent_configs/history/ so an earlier one can be restored."
