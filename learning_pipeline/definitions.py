@@ -1,5 +1,6 @@
 """The one Definitions object of the code location: every domain's definitions, jobs and shared resources."""
 
+import os
 from datetime import timedelta
 
 import dagster as dg
@@ -54,11 +55,12 @@ def daily_job_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 
 # Runs the assets' automation conditions (stats windows and training data follow new days). Running by
-# default, unlike Dagster's implicit sensor, so the loop turns on a fresh instance.
+# default, unlike Dagster's implicit sensor, so the loop turns on a fresh instance. Every 5 minutes by
+# default: the followers batch up the landings in between instead of competing with the landing runs.
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation_sensor",
     target=dg.AssetSelection.all(),
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=int(os.environ.get("LEARNING_PIPELINE_AUTOMATION_SECONDS", "300")),
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 
