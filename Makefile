@@ -9,10 +9,11 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: demo test ui install clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every transitive package to the versions the suite was last run with.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,kafka]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,kafka]'
 	touch $(STAMP)
 
 install: $(STAMP)
