@@ -8,10 +8,13 @@ from learning_pipeline.defs.autonomy.resources import AutonomyResource
 from learning_pipeline.defs.models.resources import MlflowResource
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib import autonomy as loop
-from learning_pipeline.lib import autonomy_ops, graduation
+from learning_pipeline.defs.lazy import lazy_module
+from learning_pipeline.lib import graduation
 from learning_pipeline.lib.alerts import DegradationRule, detect_degradation, milestone_alerts, raise_and_notify, \
     window_success_rates
 from learning_pipeline.lib.warehouse import lake_connection
+
+autonomy_ops = lazy_module("learning_pipeline.lib.autonomy_ops")
 
 
 def _md(frame: pd.DataFrame) -> dg.MetadataValue:

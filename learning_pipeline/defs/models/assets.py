@@ -11,8 +11,11 @@ import pandas as pd
 from learning_pipeline.defs.models.resources import MlflowResource
 from learning_pipeline.defs.partitions import daily_partitions
 from learning_pipeline.defs.resources import LakeResource
-from learning_pipeline.lib import cycle, registry
+from learning_pipeline.defs.lazy import lazy_module
 from learning_pipeline.lib.warehouse import lake_connection
+
+cycle = lazy_module("learning_pipeline.lib.cycle")
+registry = lazy_module("learning_pipeline.lib.registry")
 
 # Registering versions and moving aliases run one at a time (dagster.yaml: limit 1): the gate compares with
 # the champion of its evaluation and refuses if @champion moved meanwhile.
@@ -39,7 +42,7 @@ class EvaluationConfig(dg.Config):
     min_propensity_coverage: float = 0.95
 
 
-def _cycle_config(candidate: CandidateConfig, evaluation: EvaluationConfig | None = None) -> cycle.CycleConfig:
+def _cycle_config(candidate: CandidateConfig, evaluation: EvaluationConfig | None = None) -> "cycle.CycleConfig":
     values = dict(candidate.model_dump()) if hasattr(candidate, "model_dump") else dict(candidate.dict())
     if evaluation is not None:
         values.update(evaluation.model_dump() if hasattr(evaluation, "model_dump") else evaluation.dict())

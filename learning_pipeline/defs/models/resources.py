@@ -8,7 +8,9 @@ from pathlib import Path
 import dagster as dg
 
 from learning_pipeline.defs.resources import DATA_DIR_ENV, DEFAULT_DATA_DIR
-from learning_pipeline.lib import registry
+from learning_pipeline.defs.lazy import lazy_module
+
+registry = lazy_module("learning_pipeline.lib.registry")
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
