@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -275,7 +276,11 @@ def stage_file(paths: LakePaths, path: Path, rules: StagingRules) -> StagedFile:
     con = _connect()
     try:
         target = sql_literal(str(out_dir))
-        copy_options = "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (event_date), FILENAME_PATTERN 'part_{i}')"
+        # Small row groups: a day's validation then reads its staged files on every core.
+        copy_options = (
+            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 16384, PARTITION_BY (event_date), "
+            "FILENAME_PATTERN 'part_{i}')"
+        )
         source = _fields_source_sql(con, path)
         try:
             if source is None:
@@ -332,14 +337,16 @@ def stage_pending(paths: LakePaths, rules: StagingRules, max_files: int | None =
     """Stage every pending landing file (at most max_files); idempotent.
 
     Processes (the landing sensor, ingest runs) take turns under a file lock, and each re-reads the log
-    inside it, so a landing file is never staged twice.
+    inside it, so a landing file is never staged twice. Within one process, files are staged on one thread
+    per core: DuckDB reads a single JSON file on one core.
     """
     paths.staging.mkdir(parents=True, exist_ok=True)
     with open(paths.staging / "_stage.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            pending = pending_landing_files(paths)
-            return [stage_file(paths, path, rules) for path in pending[:max_files]]
+            pending = pending_landing_files(paths)[:max_files]
+            with ThreadPoolExecutor(max_workers=max(1, min(len(pending), os.cpu_count() or 1))) as pool:
+                return list(pool.map(lambda path: stage_file(paths, path, rules), pending))
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
