@@ -254,7 +254,3 @@ def decide(now: datetime, state: LoopState, new_events: int, improvements: list[
     return Decision(True, f"{woke}{new_events} new events since the last cycle (>= {settings.min_new_events}); "
                           f"cycle {state.cycles_today + 1}/{settings.max_iterations_per_day} today", new_events,
                     wake=wake)
-
-
-def settings_dict(settings: LoopSettings) -> dict:
-    return asdict(settings)

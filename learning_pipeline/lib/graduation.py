@@ -270,12 +270,6 @@ def demotion_check(summary: dict, criteria: GraduationCriteria) -> tuple[bool, s
     return False, ""
 
 
-def criteria_dict(criteria: GraduationCriteria) -> dict:
-    return asdict(criteria)
-
-
-# ---- MLflow side ---------------------------------------------------------------------------------
-
 def set_stage_aliases(tracking_uri: str, stages: dict[int, str], name: str | None = None) -> None:
     """@shadow / @live point at the newest version in that stage; removed when none is."""
     from learning_pipeline.lib import registry
