@@ -71,7 +71,8 @@ def test_daily_cap_resets_at_utc_midnight(lake):
     result, reason = tick(lake, datetime(2026, 11, 4, 0, 0, 1, tzinfo=timezone.utc), max_iterations_per_day=3,
                           min_iteration_gap_minutes=0)
     assert len(result.run_requests) == 1 and "cycle 1/3 today" in reason
-    assert result.run_requests[0].partition_key == "2026-11-04"
+    # the new day has no events yet: a cycle just after midnight evaluates the day that ended
+    assert result.run_requests[0].partition_key == "2026-11-03"
 
 
 def test_convergence_pauses_until_a_data_shift(tmp_path):
@@ -116,3 +117,4 @@ def test_a_midnight_learning_cycle_evaluates_the_day_that_just_ended(lake):
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 4, 0, 0, tzinfo=timezone.utc),
                                         resources={"lake": lake})
     assert learning_cycle_schedule(context).partition_key == "2026-11-03"
+

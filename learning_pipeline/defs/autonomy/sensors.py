@@ -63,6 +63,8 @@ def continuous_learning_sensor(context: dg.SensorEvaluationContext, lake: LakeRe
     now = autonomy.clock()
     settings = autonomy.loop_settings()
     state, decision, last_seq = evaluate_loop(paths, settings, now)
+    # The cursor shows the loop's state in the UI; decisions are rebuilt from the learning_cycles table, so a
+    # reset cursor or a restarted daemon decides the same way.
     cursor = json.dumps({"staging_seq": last_seq, "evaluated_at": now.isoformat(), "cycles_today": state.cycles_today,
                          "converged": state.converged_at is not None and not decision.wake})
     if decision.converge:
@@ -78,7 +80,7 @@ def continuous_learning_sensor(context: dg.SensorEvaluationContext, lake: LakeRe
                                 reason=decision.reason, details={"evaluations": decision.details["evaluations"]})
     if not decision.run:
         return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason), cursor=cursor)
-    partition = now.date().isoformat()
+    partition = (now - timedelta(hours=1)).date().isoformat()  # just after midnight: the day that ended
     run_key = f"continuous-{now:%Y%m%dT%H%M%S}-seq{last_seq}"
     loop.record_cycle_event(paths, loop.CYCLE_REQUESTED, now, context.sensor_name, partition_key=partition,
                             run_key=run_key, staging_seq=last_seq, new_events=decision.new_events,
