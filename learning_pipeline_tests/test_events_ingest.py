@@ -190,7 +190,7 @@ def test_hostile_names_are_plain_data(lake):
     assert names == [(hostile[0],)]
     assert con.execute("SELECT count(*) FROM outcome_events").fetchone()[0] == 5
     written = {p.relative_to(lake.paths.root).parts[0] for p in lake.paths.root.rglob("*") if p.is_file()}
-    assert written <= {"landing", "staging", "lake", "warehouse.duckdb"}
+    assert written <= {"landing", "staging", "lake", "warehouse.duckdb", ".warehouse.lock"}
 
 
 def test_parquet_drops_and_raw_line_batches_are_ingested(lake):

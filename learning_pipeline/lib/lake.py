@@ -21,7 +21,7 @@ class LakePaths:
     staging/event_date=D/         each landing file split by event date, fields kept as JSON text
     staging/_log.jsonl            append-only log of staged landing files: their dates and counts
     lake/<table>/event_date=D/    validated, de-duplicated partitions (Hive layout)
-    warehouse.duckdb              DuckDB views over the lake, for people and BI tools
+    warehouse.duckdb              DuckDB views over the lake, for people and BI tools (.warehouse.lock: its writers)
     """
 
     root: Path

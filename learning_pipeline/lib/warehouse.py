@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import time
 from pathlib import Path
 
@@ -55,16 +56,22 @@ def lake_connection(paths: LakePaths) -> duckdb.DuckDBPyConnection:
 def refresh_warehouse_views(paths: LakePaths, lock_timeout_seconds: float = 60.0) -> list[str]:
     """Write the lake views into the warehouse file so `duckdb data/warehouse.duckdb` can query them.
 
-    Callers run under the `duckdb_warehouse` Dagster pool, so only one process writes the file at a time;
-    a run launched outside the pool (e.g. in-process) waits for the file lock instead of failing.
+    Writers take turns under a file lock (a second process opening the file while the first creates it would
+    find a half-written database); a process outside the pipeline holding the file, such as an open `duckdb`
+    shell, is waited for up to lock_timeout_seconds.
     """
     Path(paths.warehouse).parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + lock_timeout_seconds
-    while True:
+    with open(Path(paths.warehouse).with_name(".warehouse.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            with duckdb.connect(str(paths.warehouse)) as con:
-                return attach_lake_views(con, paths)
-        except duckdb.IOException as error:
-            if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            while True:
+                try:
+                    with duckdb.connect(str(paths.warehouse)) as con:
+                        return attach_lake_views(con, paths)
+                except duckdb.IOException as error:
+                    if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
