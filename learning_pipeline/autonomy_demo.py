@@ -13,13 +13,13 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
-from pathlib import Path
 
 import dagster as dg
 import pyarrow.compute as pc
 
 from learning_pipeline.defs.resources import DATA_DIR_ENV
-from learning_pipeline.lib.lake import LakePaths, land_records
+from learning_pipeline.demo import use_local_instance
+from learning_pipeline.lib.lake import land_records
 from learning_pipeline.lib.simulate import DEFAULT_TASK_TYPES, SimulationConfig, generate_table
 
 
@@ -50,12 +50,7 @@ def _records(table) -> list[dict]:
 
 
 def run_autonomy_demo(settings: AutonomyDemoSettings, echo=print) -> dict:
-    data_dir = Path(settings.data_dir).resolve()
-    home = Path(settings.dagster_home).resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ[DATA_DIR_ENV] = str(data_dir)
-    os.environ["DAGSTER_HOME"] = str(home)
-    paths = LakePaths.at(data_dir).ensure()
+    data_dir, home, paths = use_local_instance(settings.data_dir, settings.dagster_home)
 
     from learning_pipeline.defs.autonomy.assets import agent_alerts, graduation_status, model_approvals
     from learning_pipeline.defs.autonomy.resources import AutonomyResource

@@ -34,14 +34,19 @@ def _true_best_agents(data_dir: Path) -> dict[str, str]:
     return {row["task_type"]: row["best_agent"] for row in truth["best_agents_by_day"] if row["event_date"] == last_day}
 
 
+def use_local_instance(data_dir: str, dagster_home: str) -> tuple[Path, Path, LakePaths]:
+    """Point this process at a data directory and a local Dagster instance (read when definitions load)."""
+    data = Path(data_dir).resolve()
+    home = Path(dagster_home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ[DATA_DIR_ENV] = str(data)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return data, home, LakePaths.at(data).ensure()
+
+
 def run_demo(settings: DemoSettings, echo=print) -> dict:
     """Land simulated events (unless the landing zone already has some) and materialize every asset."""
-    data_dir = Path(settings.data_dir).resolve()
-    home = Path(settings.dagster_home).resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ[DATA_DIR_ENV] = str(data_dir)
-    os.environ["DAGSTER_HOME"] = str(home)
-    paths = LakePaths.at(data_dir).ensure()
+    data_dir, home, paths = use_local_instance(settings.data_dir, settings.dagster_home)
 
     if list_landing_files(paths):
         echo(f"reusing the {len(list_landing_files(paths))} files already in {paths.landing}")
