@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo test ui install clean
+.PHONY: demo test lint ui install clean
 
 # constraints.txt pins every transitive package to the versions the suite was last run with.
 $(STAMP): pyproject.toml constraints.txt
@@ -29,6 +29,12 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 # The venv's bin first on PATH, as if activated: tests start servers (mlflow, uvicorn) by name.
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n 2 -q
+
+# Lint and format check (CI runs it before the tests); `$(BIN)/ruff format .` fixes the formatting.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/dg check defs
 
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME) LEARNING_PIPELINE_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/dagster dev -w workspace.yaml

@@ -38,7 +38,9 @@ CONTEXTS = [{"complexity": "high", "domain": "financial"}, {"complexity": "low"}
 def bodies(n: int = 64) -> list[bytes]:
     out = []
     for i in range(n):
-        body = json.dumps({"task_type": TASKS[i % len(TASKS)], "context": CONTEXTS[i % len(CONTEXTS)], "top_k": 3})
+        body = json.dumps(
+            {"task_type": TASKS[i % len(TASKS)], "context": CONTEXTS[i % len(CONTEXTS)], "top_k": 3}
+        )
         out.append(
             f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
@@ -95,9 +97,14 @@ async def open_loop(port: int, rate: float, seconds: float, connections: int) ->
     elapsed = time.perf_counter() - start - warmup
     lat = np.array(latencies) * 1000
     return {
-        "target_rps": rate, "requests": len(lat), "errors": errors, "achieved_rps": round(len(lat) / elapsed, 1),
-        "p50_ms": round(float(np.percentile(lat, 50)), 2), "p90_ms": round(float(np.percentile(lat, 90)), 2),
-        "p99_ms": round(float(np.percentile(lat, 99)), 2), "max_ms": round(float(lat.max()), 2),
+        "target_rps": rate,
+        "requests": len(lat),
+        "errors": errors,
+        "achieved_rps": round(len(lat) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p90_ms": round(float(np.percentile(lat, 90)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        "max_ms": round(float(lat.max()), 2),
     }
 
 
@@ -123,8 +130,13 @@ async def closed_loop(port: int, seconds: float, connections: int) -> dict:
     start = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(connections)))
     lat = np.array(latencies) * 1000
-    return {"connections": connections, "requests": count, "rps": round(count / (time.perf_counter() - start), 1),
-            "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2)}
+    return {
+        "connections": connections,
+        "requests": count,
+        "rps": round(count / (time.perf_counter() - start), 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+    }
 
 
 def free_port() -> int:
@@ -147,8 +159,12 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None, help="existing data dir (default: build one with the demo)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="existing data dir (default: build one with the demo)"
+    )
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--connections", type=int, default=16)
@@ -159,18 +175,40 @@ def main() -> None:
     if data_dir is None:
         data_dir = str(Path(tmp.name) / "data")
         print("building a demo data dir ...", file=sys.stderr, flush=True)
-        subprocess.run([sys.executable, "-m", "learning_pipeline.cli", "demo", "--data-dir", data_dir,
-                        "--dagster-home", str(Path(tmp.name) / "home"), "--days", "3", "--events-per-day", "1500"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "learning_pipeline.cli",
+                "demo",
+                "--data-dir",
+                data_dir,
+                "--dagster-home",
+                str(Path(tmp.name) / "home"),
+                "--days",
+                "3",
+                "--events-per-day",
+                "1500",
+            ],
+            check=True,
+            capture_output=True,
+        )
     port = free_port()
     env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "learning_pipeline.cli", "serve", "--data-dir", data_dir,
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "learning_pipeline.cli", "serve", "--data-dir", data_dir, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         status = wait_ready(port, proc)
         model = status["models_loaded"][0]
-        print(f"serving {model['source']} ({model['agents']} agents, {model['task_types']} task types); "
-              f"cpus={os.cpu_count()}", flush=True)
+        print(
+            f"serving {model['source']} ({model['agents']} agents, {model['task_types']} task types); "
+            f"cpus={os.cpu_count()}",
+            flush=True,
+        )
         result = asyncio.run(open_loop(port, args.rate, args.seconds, args.connections))
         print("open loop  ", json.dumps(result), flush=True)
         result = asyncio.run(closed_loop(port, args.seconds / 2, args.connections))

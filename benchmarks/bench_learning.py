@@ -14,7 +14,7 @@ import argparse
 import random
 import time
 from collections import defaultdict, deque
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +22,13 @@ import pandas as pd
 import pyarrow.dataset as ds
 from scipy import stats
 
-from learning_pipeline.lib.bandit_events import generate_events, make_truth, write_outcome_events
-from learning_pipeline.lib.lake import LakePaths
-from learning_pipeline.lib.sql_runner import SqlProject
-from learning_pipeline.lib.thompson import Recommender, compute_posteriors
-from learning_pipeline.lib.warehouse import lake_connection
+from learning_pipeline.lib.bandit.thompson import Recommender, compute_posteriors
+from learning_pipeline.lib.simulation.bandit_events import generate_events, make_truth, write_outcome_events
+from learning_pipeline.lib.storage.lake import LakePaths
+from learning_pipeline.lib.storage.sql_runner import SqlProject
+from learning_pipeline.lib.storage.warehouse import lake_connection
 
-END = datetime(2025, 3, 1, tzinfo=timezone.utc)
+END = datetime(2025, 3, 1, tzinfo=UTC)
 N_DAYS = 30
 N_TASKS, N_AGENTS = 50, 10
 
@@ -40,7 +40,9 @@ def ensure_data(paths: LakePaths, n_events: int) -> None:
     truth = make_truth(N_TASKS, N_AGENTS, seed=0)
     per_day = n_events // N_DAYS
     for day in range(N_DAYS):
-        table = generate_events(truth, per_day, n_days=1, end=END - timedelta(days=N_DAYS - 1 - day), seed=100 + day)
+        table = generate_events(
+            truth, per_day, n_days=1, end=END - timedelta(days=N_DAYS - 1 - day), seed=100 + day
+        )
         write_outcome_events(paths, table)
     marker.write_text("ok")
 
@@ -58,27 +60,56 @@ def pipeline_full(paths: LakePaths):
     con = lake_connection(paths)
     con.execute("SET preserve_insertion_order = false").fetchall()
     t0, c0 = time.perf_counter(), time.process_time()
-    as_of = con.execute("SELECT max(\"timestamp\") FROM outcome_events").fetchall()[0][0]
+    as_of = con.execute('SELECT max("timestamp") FROM outcome_events').fetchall()[0][0]
     vars = {"as_of": as_of, "recent_from": (as_of - timedelta(days=2)).date()}
-    project.run(con, select=["agent_daily_stats", "agent_daily_errors", "agent_daily_latency_hist"], vars=vars)
+    project.run(
+        con, select=["agent_daily_stats", "agent_daily_errors", "agent_daily_latency_hist"], vars=vars
+    )
     t1, c1 = time.perf_counter(), time.process_time()
-    project.run(con, select=["agent_stats", "agent_task_stats"], vars=vars,
-                exclude=["agent_daily_stats", "agent_daily_errors", "agent_daily_latency_hist"])
+    project.run(
+        con,
+        select=["agent_stats", "agent_task_stats"],
+        vars=vars,
+        exclude=["agent_daily_stats", "agent_daily_errors", "agent_daily_latency_hist"],
+    )
     t2, c2 = time.perf_counter(), time.process_time()
     daily = con.sql("SELECT * FROM agent_daily_stats").to_arrow_table().to_pandas()
     post = compute_posteriors(daily, n_samples=1000)
     t3, c3 = time.perf_counter(), time.process_time()
-    return post, {"daily_aggregates": t1 - t0, "window_marts": t2 - t1, "posteriors": t3 - t2, "total": t3 - t0,
-                  "cpu_daily_aggregates": c1 - c0, "cpu_window_marts": c2 - c1, "cpu_posteriors": c3 - c2,
-                  "cpu_total": c3 - c0}
+    return post, {
+        "daily_aggregates": t1 - t0,
+        "window_marts": t2 - t1,
+        "posteriors": t3 - t2,
+        "total": t3 - t0,
+        "cpu_daily_aggregates": c1 - c0,
+        "cpu_window_marts": c2 - c1,
+        "cpu_posteriors": c3 - c2,
+        "cpu_total": c3 - c0,
+    }
 
 
 # ----------------------------------------------------------------------------- pandas, same measures
 def pandas_full(paths: LakePaths):
     t0 = time.perf_counter()
-    cols = ["agent_name", "task_type", "action_type", "timestamp", "status", "latency_ms", "llm_latency_ms",
-            "tokens_used", "cost_usd", "quality_score", "context", "error_type"]
-    df = ds.dataset(paths.table("outcome_events"), format="parquet", partitioning="hive").to_table(columns=cols).to_pandas()
+    cols = [
+        "agent_name",
+        "task_type",
+        "action_type",
+        "timestamp",
+        "status",
+        "latency_ms",
+        "llm_latency_ms",
+        "tokens_used",
+        "cost_usd",
+        "quality_score",
+        "context",
+        "error_type",
+    ]
+    df = (
+        ds.dataset(paths.table("outcome_events"), format="parquet", partitioning="hive")
+        .to_table(columns=cols)
+        .to_pandas()
+    )
     df["task"] = df["task_type"].fillna(df["action_type"]).fillna("unspecified")
     df["complexity"] = df["context"].str.extract(r'"complexity":\s*"([^"]*)"', expand=False)
     df["domain"] = df["context"].str.extract(r'"domain":\s*"([^"]*)"', expand=False)
@@ -93,14 +124,29 @@ def pandas_full(paths: LakePaths):
     as_of = df["timestamp"].max()
     df["day"] = df["timestamp"].dt.floor("D")
     frames = []
-    agg = dict(n=("succ", "size"), succ=("succ", "sum"), fail=("fail", "sum"), part=("part", "sum"), tout=("tout", "sum"),
-               preward=("preward", "sum"), reward=("reward", "sum"), lat=("latency_ms", "mean"),
-               llm=("llm_latency_ms", "mean"), tokens=("tokens_used", "sum"), cost=("cost_usd", "sum"),
-               quality=("quality_score", "mean"))
+    agg = dict(
+        n=("succ", "size"),
+        succ=("succ", "sum"),
+        fail=("fail", "sum"),
+        part=("part", "sum"),
+        tout=("tout", "sum"),
+        preward=("preward", "sum"),
+        reward=("reward", "sum"),
+        lat=("latency_ms", "mean"),
+        llm=("llm_latency_ms", "mean"),
+        tokens=("tokens_used", "sum"),
+        cost=("cost_usd", "sum"),
+        quality=("quality_score", "mean"),
+    )
     levels = [("*", None), ("complexity", "complexity"), ("domain", "domain")]
-    windows = {"1h": pd.Timedelta(hours=1), "24h": pd.Timedelta(hours=24), "7d": pd.Timedelta(days=7), "all": None}
+    windows = {
+        "1h": pd.Timedelta(hours=1),
+        "24h": pd.Timedelta(hours=24),
+        "7d": pd.Timedelta(days=7),
+        "all": None,
+    }
     daily_parts = []
-    for key, col in levels:
+    for _key, col in levels:
         for task_level in (True, False):
             keys = (["task"] if task_level else []) + ["agent_name"] + ([col] if col else [])
             daily = df.groupby(["day"] + keys, observed=True).agg(**agg)
@@ -139,10 +185,17 @@ class SeedAgentPerformanceModel:
 
     def __init__(self, ema_alpha: float = 0.1):
         self.ema_alpha = ema_alpha
-        self.agent_stats = defaultdict(lambda: {
-            "total": 0, "successes": 0, "failures": 0, "avg_latency": 0.0, "ema_success": 0.0,
-            "latencies": deque(maxlen=100), "quality_scores": deque(maxlen=100),
-        })
+        self.agent_stats = defaultdict(
+            lambda: {
+                "total": 0,
+                "successes": 0,
+                "failures": 0,
+                "avg_latency": 0.0,
+                "ema_success": 0.0,
+                "latencies": deque(maxlen=100),
+                "quality_scores": deque(maxlen=100),
+            }
+        )
         self.task_stats = defaultdict(lambda: defaultdict(lambda: {"successes": 0, "failures": 0}))
         self.context_stats = defaultdict(lambda: defaultdict(lambda: {"successes": 0, "failures": 0}))
         self.samples_processed = 0
@@ -175,7 +228,9 @@ class SeedAgentPerformanceModel:
         self.samples_processed += 1
 
     def predict_best_agent(self, task_type: str, context: dict | None = None, top_k: int = 3) -> list[dict]:
-        agents = self.task_stats.get(task_type) or {a: {"successes": 0, "failures": 0} for a in self.agent_stats}
+        agents = self.task_stats.get(task_type) or {
+            a: {"successes": 0, "failures": 0} for a in self.agent_stats
+        }
         scores = {a: np.random.beta(v["successes"] + 1, v["failures"] + 1) for a, v in agents.items()}
         ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:top_k]
         return [{"agent_name": a, "score": float(sc), "rank": i + 1} for i, (a, sc) in enumerate(ranked)]
@@ -183,8 +238,11 @@ class SeedAgentPerformanceModel:
 
 def seed_events(paths: LakePaths, n: int) -> list[dict]:
     import json
+
     cols = ["agent_name", "task_type", "action_type", "status", "latency_ms", "quality_score", "context"]
-    table = ds.dataset(paths.table("outcome_events"), format="parquet", partitioning="hive").head(n, columns=cols)
+    table = ds.dataset(paths.table("outcome_events"), format="parquet", partitioning="hive").head(
+        n, columns=cols
+    )
     events = table.to_pylist()
     for e in events:  # the seed receives deserialized events (context as a dict)
         e["context"] = json.loads(e["context"]) if e["context"] else {}
@@ -202,7 +260,9 @@ def seed_model_run(events: list[dict]) -> float:
 def mabwiser_run(paths: LakePaths, n: int) -> float:
     from mabwiser.mab import MAB, LearningPolicy
 
-    table = ds.dataset(paths.table("outcome_events"), format="parquet", partitioning="hive").head(n, columns=["agent_name", "status"])
+    table = ds.dataset(paths.table("outcome_events"), format="parquet", partitioning="hive").head(
+        n, columns=["agent_name", "status"]
+    )
     decisions = table.column("agent_name").to_numpy(zero_copy_only=False)
     rewards = (table.column("status").to_numpy(zero_copy_only=False) == "success").astype(int)
     mab = MAB(arms=sorted(set(decisions)), learning_policy=LearningPolicy.ThompsonSampling(), seed=0)
@@ -215,11 +275,17 @@ def mabwiser_run(paths: LakePaths, n: int) -> float:
 def recommendation_throughput(post: pd.DataFrame, n_requests: int = 500_000) -> dict:
     rec, build = timed(Recommender, post)
     rng = np.random.default_rng(1)
-    tasks = np.array(sorted(post.loc[post.task_type != "*", "task_type"].unique()) + ["unknown_task"], dtype=object)
-    requests = pd.DataFrame({
-        "task_type": tasks[rng.integers(0, len(tasks), n_requests)],
-        "complexity": np.array(["low", "medium", "high", "unseen"], dtype=object)[rng.integers(0, 4, n_requests)],
-    })
+    tasks = np.array(
+        sorted(post.loc[post.task_type != "*", "task_type"].unique()) + ["unknown_task"], dtype=object
+    )
+    requests = pd.DataFrame(
+        {
+            "task_type": tasks[rng.integers(0, len(tasks), n_requests)],
+            "complexity": np.array(["low", "medium", "high", "unseen"], dtype=object)[
+                rng.integers(0, 4, n_requests)
+            ],
+        }
+    )
     _, t_batch = timed(rec.recommend_batch, requests, 3, "thompson", rng)
     rows = rec.resolve_batch(requests)
     _, t_core = timed(rec.recommend_rows, rows, 3, "thompson", rng)
@@ -255,31 +321,44 @@ def main(argv=None) -> None:
 
     paths = LakePaths.at(Path(args.data_dir) / str(args.events)).ensure()
     _, t_gen = timed(ensure_data, paths, args.events)
-    print(f"data: {args.events:,} events in {paths.table('outcome_events')} (generated/checked in {t_gen:.1f}s)")
+    print(
+        f"data: {args.events:,} events in {paths.table('outcome_events')} (generated/checked in {t_gen:.1f}s)"
+    )
 
     post, t_pipe = pipeline_full(paths)
-    print("pipeline (DuckDB SQL models + numpy posteriors): wall " + ", ".join(
-        f"{k} {v:.2f}s" for k, v in t_pipe.items() if not k.startswith("cpu_")))
-    print("                                          CPU time " + ", ".join(
-        f"{k[4:]} {v:.2f}s" for k, v in t_pipe.items() if k.startswith("cpu_")))
+    print(
+        "pipeline (DuckDB SQL models + numpy posteriors): wall "
+        + ", ".join(f"{k} {v:.2f}s" for k, v in t_pipe.items() if not k.startswith("cpu_"))
+    )
+    print(
+        "                                          CPU time "
+        + ", ".join(f"{k[4:]} {v:.2f}s" for k, v in t_pipe.items() if k.startswith("cpu_"))
+    )
     per_m = args.events / 1e6
     results = {"pipeline": t_pipe["total"]}
     if not args.skip_pandas:
         _, t_pd = pandas_full(paths)
-        print("pandas (same measures):                        " + ", ".join(f"{k} {v:.2f}s" for k, v in t_pd.items()))
+        print(
+            "pandas (same measures):                        "
+            + ", ".join(f"{k} {v:.2f}s" for k, v in t_pd.items())
+        )
         results["pandas"] = t_pd["total"]
     n_base = min(args.baseline_events, args.events)
     events, t_conv = timed(seed_events, paths, n_base)
     t_seed = seed_model_run(events)
     del events
     seed_full = t_seed * args.events / n_base
-    print(f"seed per-event model: {t_seed:.2f}s for {n_base:,} events ({t_seed / (n_base / 1e6):.2f}s per million; "
-          f"{seed_full:.1f}s extrapolated to {args.events:,}; dict conversion {t_conv:.1f}s not counted)")
+    print(
+        f"seed per-event model: {t_seed:.2f}s for {n_base:,} events ({t_seed / (n_base / 1e6):.2f}s per million; "
+        f"{seed_full:.1f}s extrapolated to {args.events:,}; dict conversion {t_conv:.1f}s not counted)"
+    )
     results["seed per-event model (extrapolated)"] = seed_full
     t_mab = mabwiser_run(paths, n_base)
     mab_full = t_mab * args.events / n_base
-    print(f"MABWiser ThompsonSampling fit: {t_mab:.2f}s for {n_base:,} events ({t_mab / (n_base / 1e6):.2f}s per million; "
-          f"{mab_full:.1f}s extrapolated; agent only, no task or context)")
+    print(
+        f"MABWiser ThompsonSampling fit: {t_mab:.2f}s for {n_base:,} events ({t_mab / (n_base / 1e6):.2f}s per million; "
+        f"{mab_full:.1f}s extrapolated; agent only, no task or context)"
+    )
     results["MABWiser TS fit (extrapolated)"] = mab_full
 
     print(f"\nfull recompute over {args.events:,} events ({per_m:.0f}M):")

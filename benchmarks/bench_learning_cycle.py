@@ -18,14 +18,13 @@ import os
 import shutil
 import time
 from datetime import date, timedelta
-from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from learning_pipeline.lib.cycle import CycleConfig, run_cycle
-from learning_pipeline.lib.lake import LakePaths, write_parquet_atomic
-from learning_pipeline.lib.registry import default_artifact_location, default_tracking_uri
-from learning_pipeline.lib.simulate import SimulationConfig, generate_table
+from learning_pipeline.lib.learning.cycle import CycleConfig, run_cycle
+from learning_pipeline.lib.learning.registry import default_artifact_location, default_tracking_uri
+from learning_pipeline.lib.simulation.simulate import SimulationConfig, generate_table
+from learning_pipeline.lib.storage.lake import LakePaths, write_parquet_atomic
 
 
 def write_lake(paths: LakePaths, events: int, days: int, end: date, seed: int) -> tuple[int, float]:
@@ -37,7 +36,9 @@ def write_lake(paths: LakePaths, events: int, days: int, end: date, seed: int) -
         if target.exists() and pq.ParquetFile(target).metadata.num_rows == per_day:
             total += per_day
             continue
-        cfg = SimulationConfig(days=1, events_per_day=per_day, seed=seed * 1000 + i, end_date=day, propensities=True)
+        cfg = SimulationConfig(
+            days=1, events_per_day=per_day, seed=seed * 1000 + i, end_date=day, propensities=True
+        )
         table = generate_table(cfg, lineage=True)
         write_parquet_atomic(target, table)
         total += table.num_rows
@@ -45,7 +46,9 @@ def write_lake(paths: LakePaths, events: int, days: int, end: date, seed: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--days", type=int, default=15)
     parser.add_argument("--data-dir", default="/tmp/learning-pipeline-bench-cycle")
@@ -66,7 +69,10 @@ def main() -> None:
         elif target.exists():
             target.unlink()
     config = CycleConfig(
-        window_days=args.days - 1, eval_days=1, contextual_model=args.contextual_model, n_bootstrap=args.n_bootstrap
+        window_days=args.days - 1,
+        eval_days=1,
+        contextual_model=args.contextual_model,
+        n_bootstrap=args.n_bootstrap,
     )
     uri = default_tracking_uri(paths.root)
     results = []
@@ -77,7 +83,12 @@ def main() -> None:
         cpu1 = os.times()
         cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         t = result.timings_ms
-        mlflow_ms = t["register"] - t.get("register.lake_tables", 0) + t.get("load_champion", 0) + t.get("mlflow_setup", 0)
+        mlflow_ms = (
+            t["register"]
+            - t.get("register.lake_tables", 0)
+            + t.get("load_champion", 0)
+            + t.get("mlflow_setup", 0)
+        )
         row = {
             "cycle": label,
             "wall_s": round(wall, 2),
@@ -94,9 +105,14 @@ def main() -> None:
     print("\n| step | first version (ms) | steady state (ms) |\n| --- | ---: | ---: |")
     keys = list(dict.fromkeys(k for r in results for k in r["breakdown_ms"]))
     for key in keys:
-        print(f"| {key} | {results[0]['breakdown_ms'].get(key, '')} | {results[1]['breakdown_ms'].get(key, '')} |")
+        print(
+            f"| {key} | {results[0]['breakdown_ms'].get(key, '')} | {results[1]['breakdown_ms'].get(key, '')} |"
+        )
     print(f"| MLflow share of total | {results[0]['mlflow_share']:.1%} | {results[1]['mlflow_share']:.1%} |")
-    print(f"| wall / CPU (s) | {results[0]['wall_s']} / {results[0]['cpu_s']} | {results[1]['wall_s']} / {results[1]['cpu_s']} |")
+    print(
+        f"| wall / CPU (s) | {results[0]['wall_s']} / {results[0]['cpu_s']} "
+        f"| {results[1]['wall_s']} / {results[1]['cpu_s']} |"
+    )
     print(f"load average during the run: {os.getloadavg()}")
 
 

@@ -16,24 +16,27 @@ import time
 import duckdb
 import pyarrow.compute as pc
 
-from learning_pipeline.lib.lake import LakePaths, write_parquet_atomic
-from learning_pipeline.lib.pii import redaction_query
-from learning_pipeline.lib.schema import OUTCOME_EVENT_SCHEMA
-from learning_pipeline.lib.simulate import SimulationConfig, generate_table
-from learning_pipeline.lib.training_data import build_routing_pairs, build_sft_pairs
+from learning_pipeline.lib.events.pii import redaction_query
+from learning_pipeline.lib.events.schema import OUTCOME_EVENT_SCHEMA
+from learning_pipeline.lib.simulation.simulate import SimulationConfig, generate_table
+from learning_pipeline.lib.storage.lake import LakePaths, write_parquet_atomic
+from learning_pipeline.lib.training.training_data import build_routing_pairs, build_sft_pairs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
-    table = generate_table(SimulationConfig(days=1, events_per_day=args.events, seed=1, end_date="2025-03-01"),
-                           lineage=True)
+    table = generate_table(
+        SimulationConfig(days=1, events_per_day=args.events, seed=1, end_date="2025-03-01"), lineage=True
+    )
     day = pc.strftime(table.column("timestamp"), format="%Y-%m-%d")[0].as_py()
     with tempfile.TemporaryDirectory() as tmp:
         paths = LakePaths.at(tmp).ensure()
-        write_parquet_atomic(paths.partition_dir("outcome_events", day) / "data.parquet",
-                             table.select(OUTCOME_EVENT_SCHEMA.names))
+        write_parquet_atomic(
+            paths.partition_dir("outcome_events", day) / "data.parquet",
+            table.select(OUTCOME_EVENT_SCHEMA.names),
+        )
         texts = table.select(["input", "output"])
         with duckdb.connect() as con:
             con.register("texts", texts)
@@ -45,13 +48,17 @@ def main() -> None:
         start = time.perf_counter()
         sft = build_sft_pairs(paths, day)
         seconds = time.perf_counter() - start
-        print(f"sft_pairs: {n:,} events -> {sft.exported:,} pairs in {seconds:.2f} s = {n / seconds:,.0f} events/s"
-              f" ({sft.counts}, redactions {sft.redactions})")
+        print(
+            f"sft_pairs: {n:,} events -> {sft.exported:,} pairs in {seconds:.2f} s = {n / seconds:,.0f} events/s"
+            f" ({sft.counts}, redactions {sft.redactions})"
+        )
         start = time.perf_counter()
         routing = build_routing_pairs(paths)
         seconds = time.perf_counter() - start
-        print(f"routing_pairs: {n:,} events -> {routing.table.num_rows} rows in {seconds:.2f} s "
-              f"= {n / seconds:,.0f} events/s")
+        print(
+            f"routing_pairs: {n:,} events -> {routing.table.num_rows} rows in {seconds:.2f} s "
+            f"= {n / seconds:,.0f} events/s"
+        )
 
 
 if __name__ == "__main__":

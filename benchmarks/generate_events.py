@@ -1,6 +1,6 @@
 """Write N simulated outcome events into a data directory's landing zone and report the rate.
 
-    python benchmarks/generate_events.py --events 10000000 --data-dir /tmp/bench-data
+python benchmarks/generate_events.py --events 10000000 --data-dir /tmp/bench-data
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ import math
 import time
 from datetime import date
 
-from learning_pipeline.lib.simulate import SimulationConfig, write_simulation
+from learning_pipeline.lib.simulation.simulate import SimulationConfig, write_simulation
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--data-dir", default="/tmp/learning-pipeline-bench")

@@ -3,7 +3,7 @@
 import duckdb
 import pyarrow as pa
 
-from learning_pipeline.lib.sql_runner import SqlProject
+from learning_pipeline.lib.storage.sql_runner import SqlProject
 
 
 def events_connection(table: pa.Table) -> duckdb.DuckDBPyConnection:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from learning_pipeline.lib.lake import LakePaths, write_parquet_atomic
-from learning_pipeline.lib.simulate import SimulationConfig, SimulationTruth, generate_table
+from learning_pipeline.lib.simulation.simulate import SimulationConfig, SimulationTruth, generate_table
+from learning_pipeline.lib.storage.lake import LakePaths, write_parquet_atomic
 
 
 def simulated_lake(root: Path, **config) -> tuple[LakePaths, SimulationConfig, SimulationTruth]:
@@ -17,8 +17,9 @@ def simulated_lake(root: Path, **config) -> tuple[LakePaths, SimulationConfig, S
     table = generate_table(cfg, lineage=True)
     day = pc.strftime(table.column("timestamp"), "%Y-%m-%d")
     for value in pc.unique(day).to_pylist():
-        write_parquet_atomic(paths.partition_dir("outcome_events", value) / "data.parquet",
-                             table.filter(pc.equal(day, value)))
+        write_parquet_atomic(
+            paths.partition_dir("outcome_events", value) / "data.parquet", table.filter(pc.equal(day, value))
+        )
     return paths, cfg, SimulationTruth(cfg)
 
 

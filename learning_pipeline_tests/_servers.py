@@ -12,7 +12,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_http(url: str, proc: subprocess.Popen, timeout_seconds: float = 180, describe=lambda: "") -> None:
+def wait_for_http(
+    url: str, proc: subprocess.Popen, timeout_seconds: float = 180, describe=lambda: ""
+) -> None:
     """Poll `url` until it answers 200; fail with the server's output if it exits or never answers."""
     deadline = time.monotonic() + timeout_seconds
     while True:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from learning_pipeline.lib.lake import LakePaths, write_parquet_atomic
-from learning_pipeline.lib.schema import OUTCOME_EVENT_SCHEMA
+from learning_pipeline.lib.events.schema import OUTCOME_EVENT_SCHEMA
+from learning_pipeline.lib.storage.lake import LakePaths, write_parquet_atomic
 
 _counter = 0
 
@@ -31,7 +31,7 @@ def event(
         "event_id": extra.pop("event_id", f"ev-{_counter:06d}"),
         "agent_name": agent,
         "status": status,
-        "timestamp": datetime.fromisoformat(ts).replace(tzinfo=timezone.utc),
+        "timestamp": datetime.fromisoformat(ts).replace(tzinfo=UTC),
         "task_type": task_type,
         "quality_score": quality,
         "input": None if input is None else json.dumps(input),

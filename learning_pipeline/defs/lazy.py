@@ -1,6 +1,6 @@
 """Lazy imports for the code location: every run process imports it, and most runs never touch MLflow.
 
-`lazy_module("learning_pipeline.lib.cycle")` returns the module object at once and executes it on first
+`lazy_module("learning_pipeline.lib.learning.cycle")` returns the module object at once and executes it on first
 attribute access (the standard library's importlib.util.LazyLoader recipe), so a landing run does not pay
 for importing MLflow and scikit-learn before its first step.
 """

@@ -17,3 +17,9 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITION_START_DATE,
 # For assets built from all days: run after any parent updates. Plain eager() also waits while any parent
 # partition is missing, and a daily parent always has days without data, so that clause is dropped.
 follows_new_data = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+
+
+# What a job selects by: assets built from one day (daily partitions) and assets built from all days.
+GRAIN_TAG = "learning_pipeline/grain"
+ONE_DAY = {GRAIN_TAG: "day"}
+ALL_DAYS = {GRAIN_TAG: "all_days"}

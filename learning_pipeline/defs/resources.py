@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
+from datetime import date, timedelta
 
 import dagster as dg
 
-from datetime import date, timedelta
-
 from learning_pipeline.defs.partitions import PARTITION_START_DATE
-from learning_pipeline.lib.lake import LakePaths
-from learning_pipeline.lib.staging import DEFAULT_MAX_RECORD_BYTES, StagingRules
+from learning_pipeline.lib.events.staging import DEFAULT_MAX_RECORD_BYTES, StagingRules
+from learning_pipeline.lib.storage.lake import DATA_DIR_ENV, LakePaths
 
-DATA_DIR_ENV = "LEARNING_PIPELINE_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
 
 # Assets that write the DuckDB warehouse file run in this pool; dagster.yaml limits it to one at a time.

@@ -1,0 +1,1 @@
+"""Autonomy: approvals, graduation, alerts, and the schedules and sensors that run the loop."""

@@ -1,20 +1,24 @@
 """Autonomy assets (approvals, graduation, alerts) and the human-approval jobs."""
 
-
 import dagster as dg
 import pandas as pd
 
 from learning_pipeline.defs.autonomy.resources import AutonomyResource
+from learning_pipeline.defs.lazy import lazy_module
 from learning_pipeline.defs.models.resources import MlflowResource
 from learning_pipeline.defs.resources import LakeResource
-from learning_pipeline.lib import autonomy as loop
-from learning_pipeline.defs.lazy import lazy_module
-from learning_pipeline.lib import graduation
-from learning_pipeline.lib.alerts import DegradationRule, detect_degradation, milestone_alerts, raise_and_notify, \
-    window_success_rates
-from learning_pipeline.lib.warehouse import lake_connection
+from learning_pipeline.lib.autonomy import continuous as loop
+from learning_pipeline.lib.autonomy import graduation
+from learning_pipeline.lib.autonomy.alerts import (
+    DegradationRule,
+    detect_degradation,
+    milestone_alerts,
+    raise_and_notify,
+    window_success_rates,
+)
+from learning_pipeline.lib.storage.warehouse import lake_connection
 
-autonomy_ops = lazy_module("learning_pipeline.lib.autonomy_ops")
+autonomy_ops = lazy_module("learning_pipeline.lib.autonomy.operations")
 
 
 def _md(frame: pd.DataFrame) -> dg.MetadataValue:
@@ -28,20 +32,24 @@ def _md(frame: pd.DataFrame) -> dg.MetadataValue:
     description="Approval of every version the eval gate accepted: auto-approved when auto-approval is on and "
     "the thresholds hold, else pending_approval (a person approves; @champion stays on an approved version).",
 )
-def model_approvals(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource,
-                    autonomy: AutonomyResource) -> dg.MaterializeResult:
+def model_approvals(
+    context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource, autonomy: AutonomyResource
+) -> dg.MaterializeResult:
     paths = lake.paths
     decided = autonomy_ops.decide_approvals(paths, mlflow.uri, autonomy.thresholds(), now=autonomy.clock())
     approvals = graduation.read_approvals(paths)
     for rec in decided:
         context.log.info(f"v{rec['version']}: {rec['decision']} ({rec['reason']})")
-    return dg.MaterializeResult(metadata={
-        "auto_approve": autonomy.auto_approve,
-        "decided_now": len(decided),
-        "pending": int((approvals.groupby("version")["decision"].last() == graduation.PENDING).sum())
-        if not approvals.empty else 0,
-        "decisions": _md(approvals[["version", "decision", "decided_by", "reason", "at"]].tail(20)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "auto_approve": autonomy.auto_approve,
+            "decided_now": len(decided),
+            "pending": int((approvals.groupby("version")["decision"].last() == graduation.PENDING).sum())
+            if not approvals.empty
+            else 0,
+            "decisions": _md(approvals[["version", "decision", "decided_by", "reason", "at"]].tail(20)),
+        }
+    )
 
 
 @dg.asset(
@@ -52,22 +60,42 @@ def model_approvals(context: dg.AssetExecutionContext, lake: LakeResource, mlflo
     "with live traffic and logged to MLflow; shadow/live demoted to learning on degradation. Live needs a "
     "human approval (graduation_approval_job or `learning-pipeline graduation approve`).",
 )
-def graduation_status(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource,
-                      autonomy: AutonomyResource) -> dg.MaterializeResult:
+def graduation_status(
+    context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource, autonomy: AutonomyResource
+) -> dg.MaterializeResult:
     paths = lake.paths
     results = autonomy_ops.run_graduation(
-        paths, mlflow.uri, autonomy.criteria(), triggered_by=f"graduation_status (run {context.run.run_id[:8]})",
-        now=autonomy.clock(), store=autonomy.alert_store(paths), webhook_url=autonomy.webhook_url or None,
+        paths,
+        mlflow.uri,
+        autonomy.criteria(),
+        triggered_by=f"graduation_status (run {context.run.run_id[:8]})",
+        now=autonomy.clock(),
+        store=autonomy.alert_store(paths),
+        webhook_url=autonomy.webhook_url or None,
         artifact_location=mlflow.artifact_location,
     )
     frame = pd.DataFrame(results)
-    cols = [c for c in ["version", "stage_before", "stage", "n_agree", "success_agree", "agreement_rate",
-                        "max_drawdown", "unmet"] if c in frame.columns]
-    return dg.MaterializeResult(metadata={
-        "checked": len(results),
-        "status": _md(autonomy_ops.status_frame(paths, mlflow.uri)),
-        "checks": _md(frame[cols].round(4) if not frame.empty else frame),
-    })
+    cols = [
+        c
+        for c in [
+            "version",
+            "stage_before",
+            "stage",
+            "n_agree",
+            "success_agree",
+            "agreement_rate",
+            "max_drawdown",
+            "unmet",
+        ]
+        if c in frame.columns
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "checked": len(results),
+            "status": _md(autonomy_ops.status_frame(paths, mlflow.uri)),
+            "checks": _md(frame[cols].round(4) if not frame.empty else frame),
+        }
+    )
 
 
 @dg.asset(
@@ -78,13 +106,15 @@ def graduation_status(context: dg.AssetExecutionContext, lake: LakeResource, mlf
     "windows), MILESTONE, plus CONVERGENCE, GRADUATION_READY and ERROR raised by sensors and graduation; "
     "de-duplicated; optionally POSTed to a webhook.",
 )
-def agent_alerts(context: dg.AssetExecutionContext, lake: LakeResource,
-                 autonomy: AutonomyResource) -> dg.MaterializeResult:
+def agent_alerts(
+    context: dg.AssetExecutionContext, lake: LakeResource, autonomy: AutonomyResource
+) -> dg.MaterializeResult:
     paths = lake.paths
     now = autonomy.clock()
     store = autonomy.alert_store(paths)
-    rule = DegradationRule(relative_drop=autonomy.degradation_relative_drop,
-                           min_samples=autonomy.degradation_min_samples)
+    rule = DegradationRule(
+        relative_drop=autonomy.degradation_relative_drop, min_samples=autonomy.degradation_min_samples
+    )
     with lake_connection(paths) as con:
         rates = window_success_rates(con, now.date(), rule)
     candidates = detect_degradation(rates, rule)
@@ -97,12 +127,14 @@ def agent_alerts(context: dg.AssetExecutionContext, lake: LakeResource,
             raised.append(row)
             context.log.info(f"{alert.severity} {alert.alert_type}: {alert.title} (webhook: {detail})")
     open_alerts = store.list(include_acknowledged=False)
-    return dg.MaterializeResult(metadata={
-        "raised": len(raised),
-        "suppressed": len(candidates) - len(raised),
-        "open": len(open_alerts),
-        "open_alerts": _md(open_alerts[["id", "alert_type", "severity", "title", "created_at"]].head(20)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "raised": len(raised),
+            "suppressed": len(candidates) - len(raised),
+            "open": len(open_alerts),
+            "open_alerts": _md(open_alerts[["id", "alert_type", "severity", "title", "created_at"]].head(20)),
+        }
+    )
 
 
 def _cycles(paths) -> int:
@@ -119,6 +151,7 @@ autonomy_job = dg.define_asset_job(
 
 # ---- human decisions -----------------------------------------------------------------------------
 
+
 class HumanDecisionConfig(dg.Config):
     version: int
     by: str
@@ -126,8 +159,9 @@ class HumanDecisionConfig(dg.Config):
 
 
 @dg.op(description="shadow -> live for one version: the only way a version goes live.")
-def approve_for_live(context: dg.OpExecutionContext, config: HumanDecisionConfig, lake: LakeResource,
-                     mlflow: MlflowResource) -> dict:
+def approve_for_live(
+    context: dg.OpExecutionContext, config: HumanDecisionConfig, lake: LakeResource, mlflow: MlflowResource
+) -> dict:
     rec = autonomy_ops.approve_live(lake.paths, mlflow.uri, config.version, config.by, config.reason)
     context.log.info(f"v{config.version} is live, approved by {config.by}: {config.reason}")
     return rec
@@ -139,8 +173,9 @@ def graduation_approval_job():
 
 
 @dg.op(description="Approve a gate-accepted version waiting for a person: it becomes @champion.")
-def approve_pending_candidate(context: dg.OpExecutionContext, config: HumanDecisionConfig, lake: LakeResource,
-                              mlflow: MlflowResource) -> dict:
+def approve_pending_candidate(
+    context: dg.OpExecutionContext, config: HumanDecisionConfig, lake: LakeResource, mlflow: MlflowResource
+) -> dict:
     rec = autonomy_ops.approve_candidate(lake.paths, mlflow.uri, config.version, config.by, config.reason)
     context.log.info(f"v{config.version} approved by {config.by}: {config.reason}")
     return rec

@@ -20,9 +20,12 @@ from learning_pipeline.defs.autonomy.sensors import (
     run_failure_alert_sensor,
 )
 
-defs = dg.Definitions(
-    assets=[model_approvals, graduation_status, agent_alerts],
-    jobs=[autonomy_job, graduation_approval_job, candidate_approval_job],
-    schedules=[learning_cycle_schedule, learning_schedule, graduation_schedule],
-    sensors=[continuous_learning_sensor, after_learning_cycle_sensor, run_failure_alert_sensor],
-)
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[model_approvals, graduation_status, agent_alerts],
+        jobs=[autonomy_job, graduation_approval_job, candidate_approval_job],
+        schedules=[learning_cycle_schedule, learning_schedule, graduation_schedule],
+        sensors=[continuous_learning_sensor, after_learning_cycle_sensor, run_failure_alert_sensor],
+    )

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
-from learning_pipeline.lib.alerts import WEBHOOK_ENV, AlertStore
-from learning_pipeline.lib.autonomy import LoopSettings
-from learning_pipeline.lib.graduation import ApprovalThresholds, GraduationCriteria
-from learning_pipeline.lib.lake import LakePaths
+from learning_pipeline.lib.autonomy.alerts import WEBHOOK_ENV, AlertStore
+from learning_pipeline.lib.autonomy.continuous import LoopSettings
+from learning_pipeline.lib.autonomy.graduation import ApprovalThresholds, GraduationCriteria
+from learning_pipeline.lib.storage.lake import LakePaths
 
 AUTO_APPROVE_ENV = "LEARNING_PIPELINE_AUTO_APPROVE"
 
@@ -52,30 +52,38 @@ class AutonomyResource(dg.ConfigurableResource):
 
     def clock(self) -> datetime:
         if not self.now:
-            return datetime.now(timezone.utc)
+            return datetime.now(UTC)
         value = datetime.fromisoformat(self.now)
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     def loop_settings(self) -> LoopSettings:
         return LoopSettings(
-            min_new_events=self.min_new_events, min_iteration_gap_minutes=self.min_iteration_gap_minutes,
-            max_iterations_per_day=self.max_iterations_per_day, convergence_threshold=self.convergence_threshold,
-            convergence_cycles=self.convergence_cycles, shift_z=self.shift_z,
-            shift_window_hours=self.shift_window_hours, shift_min_samples=self.shift_min_samples,
+            min_new_events=self.min_new_events,
+            min_iteration_gap_minutes=self.min_iteration_gap_minutes,
+            max_iterations_per_day=self.max_iterations_per_day,
+            convergence_threshold=self.convergence_threshold,
+            convergence_cycles=self.convergence_cycles,
+            shift_z=self.shift_z,
+            shift_window_hours=self.shift_window_hours,
+            shift_min_samples=self.shift_min_samples,
         )
 
     def thresholds(self) -> ApprovalThresholds:
         return ApprovalThresholds(
-            enabled=self.auto_approve, min_success_rate=self.approve_min_success_rate,
-            min_samples=self.approve_min_samples, min_improvement=self.approve_min_improvement,
+            enabled=self.auto_approve,
+            min_success_rate=self.approve_min_success_rate,
+            min_samples=self.approve_min_samples,
+            min_improvement=self.approve_min_improvement,
             require_improvement=self.approve_require_improvement,
         )
 
     def criteria(self) -> GraduationCriteria:
         return GraduationCriteria(
-            min_cycles=self.graduation_min_cycles, min_samples=self.graduation_min_samples,
+            min_cycles=self.graduation_min_cycles,
+            min_samples=self.graduation_min_samples,
             min_success_rate=self.graduation_min_success_rate,
-            consistency_window=self.graduation_consistency_window, max_drawdown=self.graduation_max_drawdown,
+            consistency_window=self.graduation_consistency_window,
+            max_drawdown=self.graduation_max_drawdown,
             demotion_drop=self.graduation_demotion_drop,
         )
 

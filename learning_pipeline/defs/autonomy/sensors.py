@@ -1,20 +1,19 @@
 """Continuous learning, the learning-cycle schedules, the after-cycle trigger and ERROR alerts."""
 
-
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-import duckdb
 import dagster as dg
+import duckdb
 
 from learning_pipeline.defs.autonomy.assets import autonomy_job
 from learning_pipeline.defs.autonomy.resources import AutonomyResource
 from learning_pipeline.defs.resources import LakeResource
-from learning_pipeline.lib import autonomy as loop
-from learning_pipeline.lib.alerts import Alert, raise_and_notify
-from learning_pipeline.lib.staging import read_log
-from learning_pipeline.lib.warehouse import lake_connection
+from learning_pipeline.lib.autonomy import continuous as loop
+from learning_pipeline.lib.autonomy.alerts import Alert, raise_and_notify
+from learning_pipeline.lib.events.staging import read_log
+from learning_pipeline.lib.storage.warehouse import lake_connection
 
 LEARNING_CYCLE_JOB = "learning_cycle_job"
 LEARNING_JOB = "learning_job"
@@ -41,7 +40,8 @@ def evaluate_loop(paths, settings: loop.LoopSettings, now: datetime):
     new_events = int(sum(entry.records for entry in entries))
     last_seq = max([entry.seq for entry in entries], default=state.last_cycle_seq)
     improvements, evaluations = loop.recent_improvements(
-        _learning_events(paths), state.evaluations_at_wake, settings.convergence_cycles)
+        _learning_events(paths), state.evaluations_at_wake, settings.convergence_cycles
+    )
     shift = None
     if state.converged_at is not None:
         with lake_connection(paths) as con:
@@ -58,37 +58,83 @@ def evaluate_loop(paths, settings: loop.LoopSettings, now: datetime):
     description="Requests a learning cycle when min_new_events landed since the last one, the cooldown has passed "
     "and the day's cap is not reached; pauses when converged until a data shift wakes it. Every tick says why.",
 )
-def continuous_learning_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, autonomy: AutonomyResource):
+def continuous_learning_sensor(
+    context: dg.SensorEvaluationContext, lake: LakeResource, autonomy: AutonomyResource
+):
     paths = lake.paths
     now = autonomy.clock()
     settings = autonomy.loop_settings()
     state, decision, last_seq = evaluate_loop(paths, settings, now)
     # The cursor shows the loop's state in the UI; decisions are rebuilt from the learning_cycles table, so a
     # reset cursor or a restarted daemon decides the same way.
-    cursor = json.dumps({"staging_seq": last_seq, "evaluated_at": now.isoformat(), "cycles_today": state.cycles_today,
-                         "converged": state.converged_at is not None and not decision.wake})
+    cursor = json.dumps(
+        {
+            "staging_seq": last_seq,
+            "evaluated_at": now.isoformat(),
+            "cycles_today": state.cycles_today,
+            "converged": state.converged_at is not None and not decision.wake,
+        }
+    )
     if decision.converge:
-        loop.record_cycle_event(paths, loop.CONVERGED, now, context.sensor_name, staging_seq=last_seq,
-                                mean_improvement=decision.mean_improvement, reason=decision.reason)
-        raise_and_notify(autonomy.alert_store(paths), Alert(
-            "CONVERGENCE", "INFO", "learning loop converged", decision.reason + "; paused until a data shift",
-            dedup_key=f"CONVERGENCE:{now:%Y-%m-%dT%H:%M}", metric="mean_improvement",
-            value=decision.mean_improvement, threshold=settings.convergence_threshold, source=context.sensor_name,
-        ), autonomy.webhook_url or None, now=now)
+        loop.record_cycle_event(
+            paths,
+            loop.CONVERGED,
+            now,
+            context.sensor_name,
+            staging_seq=last_seq,
+            mean_improvement=decision.mean_improvement,
+            reason=decision.reason,
+        )
+        raise_and_notify(
+            autonomy.alert_store(paths),
+            Alert(
+                "CONVERGENCE",
+                "INFO",
+                "learning loop converged",
+                decision.reason + "; paused until a data shift",
+                dedup_key=f"CONVERGENCE:{now:%Y-%m-%dT%H:%M}",
+                metric="mean_improvement",
+                value=decision.mean_improvement,
+                threshold=settings.convergence_threshold,
+                source=context.sensor_name,
+            ),
+            autonomy.webhook_url or None,
+            now=now,
+        )
     if decision.wake:
-        loop.record_cycle_event(paths, loop.WOKEN, now, context.sensor_name, staging_seq=last_seq,
-                                reason=decision.reason, details={"evaluations": decision.details["evaluations"]})
+        loop.record_cycle_event(
+            paths,
+            loop.WOKEN,
+            now,
+            context.sensor_name,
+            staging_seq=last_seq,
+            reason=decision.reason,
+            details={"evaluations": decision.details["evaluations"]},
+        )
     if not decision.run:
         return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason), cursor=cursor)
     partition = (now - timedelta(hours=1)).date().isoformat()  # just after midnight: the day that ended
     run_key = f"continuous-{now:%Y%m%dT%H%M%S}-seq{last_seq}"
-    loop.record_cycle_event(paths, loop.CYCLE_REQUESTED, now, context.sensor_name, partition_key=partition,
-                            run_key=run_key, staging_seq=last_seq, new_events=decision.new_events,
-                            reason=decision.reason)
+    loop.record_cycle_event(
+        paths,
+        loop.CYCLE_REQUESTED,
+        now,
+        context.sensor_name,
+        partition_key=partition,
+        run_key=run_key,
+        staging_seq=last_seq,
+        new_events=decision.new_events,
+        reason=decision.reason,
+    )
     context.log.info(decision.reason)
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=run_key, partition_key=partition,
-                                    tags={TRIGGER_TAG: context.sensor_name, "learning_pipeline/reason": decision.reason[:200]})],
+        run_requests=[
+            dg.RunRequest(
+                run_key=run_key,
+                partition_key=partition,
+                tags={TRIGGER_TAG: context.sensor_name, "learning_pipeline/reason": decision.reason[:200]},
+            )
+        ],
         cursor=cursor,
     )
 
@@ -106,12 +152,21 @@ def _cron() -> str:
     "the hour before the tick (a midnight tick evaluates the day that just ended, not an empty one).",
 )
 def learning_cycle_schedule(context: dg.ScheduleEvaluationContext, lake: LakeResource):
-    tick = context.scheduled_execution_time.astimezone(timezone.utc)
+    tick = context.scheduled_execution_time.astimezone(UTC)
     partition = (tick - timedelta(hours=1)).date().isoformat()
     run_key = f"schedule-{tick:%Y%m%dT%H%M}"
-    loop.record_cycle_event(lake.paths, loop.CYCLE_REQUESTED, tick, "learning_cycle_schedule",
-                            partition_key=partition, run_key=run_key, reason="scheduled")
-    return dg.RunRequest(run_key=run_key, partition_key=partition, tags={TRIGGER_TAG: "learning_cycle_schedule"})
+    loop.record_cycle_event(
+        lake.paths,
+        loop.CYCLE_REQUESTED,
+        tick,
+        "learning_cycle_schedule",
+        partition_key=partition,
+        run_key=run_key,
+        reason="scheduled",
+    )
+    return dg.RunRequest(
+        run_key=run_key, partition_key=partition, tags={TRIGGER_TAG: "learning_cycle_schedule"}
+    )
 
 
 learning_schedule = dg.ScheduleDefinition(
@@ -149,14 +204,24 @@ def after_learning_cycle_sensor(context: dg.RunStatusSensorContext):
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Raises an ERROR alert (CRITICAL for learning cycles) for every failed run.",
 )
-def run_failure_alert_sensor(context: dg.RunFailureSensorContext, lake: LakeResource, autonomy: AutonomyResource):
+def run_failure_alert_sensor(
+    context: dg.RunFailureSensorContext, lake: LakeResource, autonomy: AutonomyResource
+):
     run = context.dagster_run
     message = context.failure_event.message or "run failed"
-    row, detail = raise_and_notify(autonomy.alert_store(lake.paths), Alert(
-        "ERROR", "CRITICAL" if run.job_name in (LEARNING_CYCLE_JOB, LEARNING_JOB) else "WARNING",
-        f"run of {run.job_name} failed", message[:2000], dedup_key=f"ERROR:{run.run_id}",
-        details={"run_id": run.run_id, "job_name": run.job_name, "tags": dict(run.tags)},
-        source="run_failure_alert_sensor",
-    ), autonomy.webhook_url or None, now=autonomy.clock())
+    row, detail = raise_and_notify(
+        autonomy.alert_store(lake.paths),
+        Alert(
+            "ERROR",
+            "CRITICAL" if run.job_name in (LEARNING_CYCLE_JOB, LEARNING_JOB) else "WARNING",
+            f"run of {run.job_name} failed",
+            message[:2000],
+            dedup_key=f"ERROR:{run.run_id}",
+            details={"run_id": run.run_id, "job_name": run.job_name, "tags": dict(run.tags)},
+            source="run_failure_alert_sensor",
+        ),
+        autonomy.webhook_url or None,
+        now=autonomy.clock(),
+    )
     if row is not None:
         context.log.info(f"ERROR alert {row['id']} for run {run.run_id} (webhook: {detail})")

@@ -2,23 +2,23 @@
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+import dagster as dg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-import dagster as dg  # noqa: E402
-
+from learning_pipeline.defs.partitions import ALL_DAYS  # noqa: E402
 from learning_pipeline.defs.resources import LakeResource  # noqa: E402
 from learning_pipeline.defs.stats.assets import stats_connection  # noqa: E402
-from learning_pipeline.lib.lake import LakePaths, write_bytes_atomic, write_parquet_atomic  # noqa: E402
-from learning_pipeline.lib.thompson import ALL, Recommender, compute_posteriors, decay_factor  # noqa: E402
+from learning_pipeline.lib.bandit.thompson import ALL, Recommender, compute_posteriors, decay_factor  # noqa: E402
+from learning_pipeline.lib.storage.lake import LakePaths, write_bytes_atomic, write_parquet_atomic  # noqa: E402
 
 PARAMS_FILE = "_params.json"  # priors and decay of the current posteriors, beside the Parquet file
 
@@ -53,8 +53,13 @@ def posterior_plot(post: pd.DataFrame, path: Path, max_tasks: int = 12) -> Path:
     for task in tasks:
         rows = broad[broad["task_type"] == task].sort_values("mean")
         for _, r in rows.iterrows():
-            ax.errorbar(r["mean"], y, xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], fmt="o",
-                        color="C1" if r["p_best"] == rows["p_best"].max() else "C0")
+            ax.errorbar(
+                r["mean"],
+                y,
+                xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]],
+                fmt="o",
+                color="C1" if r["p_best"] == rows["p_best"].max() else "C0",
+            )
             ticks.append(y)
             labels.append(f"{task} / {r['agent_name']}  P(best)={r['p_best']:.2f}")
             y += 1
@@ -76,6 +81,7 @@ def posterior_plot(post: pd.DataFrame, path: Path, max_tasks: int = 12) -> Path:
     deps=[dg.AssetDep("agent_daily_stats")],
     kinds={"duckdb", "numpy", "parquet"},
     group_name="bandit",
+    tags=ALL_DAYS,
     description="Beta(alpha, beta) per (task_type, context bucket, agent) with mean, 95% credible interval "
     "and P(best) within each group; task_type '*' pools all task types.",
 )
@@ -87,12 +93,24 @@ def agent_posteriors(config: PosteriorConfig, lake: LakeResource) -> dg.Material
             raise dg.Failure("no daily aggregates in the lake yet: materialize agent_daily_stats first")
         daily = con.execute("SELECT * FROM agent_daily_stats").df()
     post = compute_posteriors(
-        daily, alpha0=config.alpha0, beta0=config.beta0, half_life_days=config.half_life_days,
-        as_of=config.as_of, n_samples=config.n_samples, seed=config.seed,
+        daily,
+        alpha0=config.alpha0,
+        beta0=config.beta0,
+        half_life_days=config.half_life_days,
+        as_of=config.as_of,
+        n_samples=config.n_samples,
+        seed=config.seed,
     )
-    write_parquet_atomic(paths.table("agent_posteriors") / "data.parquet", pa.Table.from_pandas(post, preserve_index=False))
-    params = {"alpha0": config.alpha0, "beta0": config.beta0, "half_life_days": config.half_life_days,
-              "decay_factor": decay_factor(config.half_life_days), "as_of": config.as_of}
+    write_parquet_atomic(
+        paths.table("agent_posteriors") / "data.parquet", pa.Table.from_pandas(post, preserve_index=False)
+    )
+    params = {
+        "alpha0": config.alpha0,
+        "beta0": config.beta0,
+        "half_life_days": config.half_life_days,
+        "decay_factor": decay_factor(config.half_life_days),
+        "as_of": config.as_of,
+    }
     write_bytes_atomic(paths.table("agent_posteriors") / PARAMS_FILE, json.dumps(params).encode())
     plot = posterior_plot(post, paths.root / "plots" / "agent_posteriors.png")
     broad = post[(post["context_key"] == ALL) & (post["task_type"] != ALL)]
@@ -105,7 +123,9 @@ def agent_posteriors(config: PosteriorConfig, lake: LakeResource) -> dg.Material
             "task_types": int(broad["task_type"].nunique()),
             "agents": int(post["agent_name"].nunique()),
             "priors": dg.MetadataValue.json(params),
-            "best_agent_per_task": dg.MetadataValue.md(summary.to_markdown(index=False, floatfmt=".3f") if len(summary) else "(empty)"),
+            "best_agent_per_task": dg.MetadataValue.md(
+                summary.to_markdown(index=False, floatfmt=".3f") if len(summary) else "(empty)"
+            ),
             "plot": dg.MetadataValue.md(f"![agent posteriors](data:image/png;base64,{image})"),
             "plot_path": dg.MetadataValue.path(str(plot)),
         }
@@ -121,7 +141,7 @@ def recommendations_table(post: pd.DataFrame, top_k: int, mode: str, seed: int) 
     keys = groups.iloc[frame["request_index"].to_numpy()].reset_index(drop=True)
     out = pd.concat([keys, frame.drop(columns="request_index")], axis=1)
     out["mode"] = mode
-    out["generated_at"] = datetime.now(timezone.utc)
+    out["generated_at"] = datetime.now(UTC)
     return out
 
 
@@ -129,6 +149,7 @@ def recommendations_table(post: pd.DataFrame, top_k: int, mode: str, seed: int) 
     deps=[dg.AssetDep("agent_posteriors")],
     kinds={"numpy", "parquet"},
     group_name="bandit",
+    tags=ALL_DAYS,
     description="Top-k agents per (task_type, context bucket), from agent_posteriors.",
 )
 def agent_recommendations(config: RecommendationConfig, lake: LakeResource) -> dg.MaterializeResult:
@@ -141,15 +162,21 @@ def agent_recommendations(config: RecommendationConfig, lake: LakeResource) -> d
     if config.mode not in ("mean", "thompson"):
         raise dg.Failure(f"mode must be 'mean' or 'thompson', not {config.mode!r}")
     table = recommendations_table(post, config.top_k, config.mode, config.seed)
-    write_parquet_atomic(paths.table("agent_recommendations") / "data.parquet", pa.Table.from_pandas(table, preserve_index=False))
+    write_parquet_atomic(
+        paths.table("agent_recommendations") / "data.parquet",
+        pa.Table.from_pandas(table, preserve_index=False),
+    )
     top1 = table[(table["rank"] == 1) & (table["context_key"] == ALL)].head(30)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(table),
             "priors": dg.MetadataValue.json(params),
             "top1_per_task": dg.MetadataValue.md(
-                top1[["task_type", "agent_name", "score", "model_score"]].to_markdown(index=False, floatfmt=".3f")
-                if len(top1) else "(empty)"
+                top1[["task_type", "agent_name", "score", "model_score"]].to_markdown(
+                    index=False, floatfmt=".3f"
+                )
+                if len(top1)
+                else "(empty)"
             ),
         }
     )

@@ -1,0 +1,1 @@
+"""Events: the landing-zone sensor and the validated, de-duplicated daily outcome events."""

@@ -1,19 +1,26 @@
 """outcome_events and quarantined_events: one validated, de-duplicated Parquet partition per UTC day."""
 
+import dagster as dg
 import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-import dagster as dg
-
-from learning_pipeline.defs.partitions import daily_partitions
+from learning_pipeline.defs.partitions import ONE_DAY, daily_partitions
 from learning_pipeline.defs.resources import WAREHOUSE_POOL, LakeResource
-from learning_pipeline.lib.staging import stage_pending, staged_files_for
-from learning_pipeline.lib.validation import validate_partition
-from learning_pipeline.lib.warehouse import refresh_warehouse_views, sql_literal
+from learning_pipeline.lib.events.staging import stage_pending, staged_files_for
+from learning_pipeline.lib.events.validation import validate_partition
+from learning_pipeline.lib.storage.warehouse import refresh_warehouse_views, sql_literal
 
 PARTITION_FILE = "data.parquet"
-PREVIEW_COLUMNS = ["event_id", "agent_name", "task_type", "status", "timestamp", "latency_ms", "quality_score"]
+PREVIEW_COLUMNS = [
+    "event_id",
+    "agent_name",
+    "task_type",
+    "status",
+    "timestamp",
+    "latency_ms",
+    "quality_score",
+]
 
 
 def _preview(path, columns: list[str], rows: int = 5) -> str:
@@ -28,16 +35,20 @@ def _preview(path, columns: list[str], rows: int = 5) -> str:
             description="Validated, de-duplicated outcome events, one Parquet partition per UTC day (Hive layout).",
             kinds={"duckdb", "parquet"},
             group_name="events",
+            tags=ONE_DAY,
         ),
         dg.AssetSpec(
             "quarantined_events",
             description="Every rejected record of the day with its reason and the rules it broke.",
             kinds={"duckdb", "parquet"},
             group_name="events",
+            tags=ONE_DAY,
         ),
     ],
     check_specs=[
-        dg.AssetCheckSpec("event_ids_unique", asset="outcome_events", description="no event_id twice", blocking=True),
+        dg.AssetCheckSpec(
+            "event_ids_unique", asset="outcome_events", description="no event_id twice", blocking=True
+        ),
     ],
     partitions_def=daily_partitions,
     pool=WAREHOUSE_POOL,

@@ -6,8 +6,8 @@ import dagster as dg
 
 from learning_pipeline.defs.partitions import daily_partitions
 from learning_pipeline.defs.resources import LakeResource
-from learning_pipeline.lib.staging import read_log, stage_pending
-from learning_pipeline.lib.warehouse import refresh_warehouse_views
+from learning_pipeline.lib.events.staging import read_log, stage_pending
+from learning_pipeline.lib.storage.warehouse import refresh_warehouse_views
 
 SENSOR_INTERVAL_ENV = "LEARNING_PIPELINE_LANDING_SENSOR_SECONDS"
 
@@ -17,7 +17,11 @@ SENSOR_INTERVAL_ENV = "LEARNING_PIPELINE_LANDING_SENSOR_SECONDS"
 landing_job = dg.define_asset_job(
     "landing_job",
     selection=dg.AssetSelection.assets(
-        "outcome_events", "quarantined_events", "agent_daily_stats", "agent_posteriors", "agent_recommendations",
+        "outcome_events",
+        "quarantined_events",
+        "agent_daily_stats",
+        "agent_posteriors",
+        "agent_recommendations",
     ),
     executor_def=dg.in_process_executor,
     description="Run by the landing-zone sensor: ingest a day, update its daily stats, then the posteriors and "

@@ -7,7 +7,7 @@ import os
 
 import dagster as dg
 
-from learning_pipeline.lib.kafka_io import (
+from learning_pipeline.lib.ingest.kafka_io import (
     ENV_BATCH_SIZE,
     ENV_BATCH_TIMEOUT,
     ENV_BOOTSTRAP,
@@ -26,7 +26,7 @@ _DEFAULTS = KafkaSettings()
 
 
 class KafkaResource(dg.ConfigurableResource):
-    """Connection and batching settings of the Kafka consumer (see `learning_pipeline.lib.kafka_io`)."""
+    """Connection and batching settings of the Kafka consumer (see `learning_pipeline.lib.ingest.kafka_io`)."""
 
     bootstrap_servers: str = _DEFAULTS.bootstrap_servers
     topic: str = _DEFAULTS.topic
@@ -76,7 +76,10 @@ def default_kafka_resource() -> KafkaResource:
         if env.get(var):
             values[field_name] = dg.EnvVar.int(var)
     # Seconds may be fractional; Dagster has no float EnvVar, so these are read when definitions load.
-    for field_name, var in (("batch_timeout_seconds", ENV_BATCH_TIMEOUT), ("max_seconds_per_tick", ENV_MAX_SECONDS_PER_TICK)):
+    for field_name, var in (
+        ("batch_timeout_seconds", ENV_BATCH_TIMEOUT),
+        ("max_seconds_per_tick", ENV_MAX_SECONDS_PER_TICK),
+    ):
         if env.get(var):
             values[field_name] = float(env[var])
     return KafkaResource(**values)

@@ -13,7 +13,7 @@ import dagster as dg
 
 from learning_pipeline.defs.ingest.resources import KafkaResource
 from learning_pipeline.defs.resources import LakeResource
-from learning_pipeline.lib.kafka_io import consume
+from learning_pipeline.lib.ingest.kafka_io import consume
 
 
 @dg.sensor(

@@ -4,18 +4,17 @@ For partition D: the candidate is trained on the `window_days` before the cut-of
 evaluated on [cut-off, D]; the MLflow run, the registered version and its aliases follow the eval gate.
 """
 
-
 import dagster as dg
 import pandas as pd
 
+from learning_pipeline.defs.lazy import lazy_module
 from learning_pipeline.defs.models.resources import MlflowResource
 from learning_pipeline.defs.partitions import daily_partitions
 from learning_pipeline.defs.resources import LakeResource
-from learning_pipeline.defs.lazy import lazy_module
-from learning_pipeline.lib.warehouse import lake_connection
+from learning_pipeline.lib.storage.warehouse import lake_connection
 
-cycle = lazy_module("learning_pipeline.lib.cycle")
-registry = lazy_module("learning_pipeline.lib.registry")
+cycle = lazy_module("learning_pipeline.lib.learning.cycle")
+registry = lazy_module("learning_pipeline.lib.learning.registry")
 
 # Registering versions and moving aliases run one at a time (dagster.yaml: limit 1): the gate compares with
 # the champion of its evaluation and refuses if @champion moved meanwhile.
@@ -42,7 +41,9 @@ class EvaluationConfig(dg.Config):
     min_propensity_coverage: float = 0.95
 
 
-def _cycle_config(candidate: CandidateConfig, evaluation: EvaluationConfig | None = None) -> "cycle.CycleConfig":
+def _cycle_config(
+    candidate: CandidateConfig, evaluation: EvaluationConfig | None = None
+) -> "cycle.CycleConfig":
     values = dict(candidate.model_dump()) if hasattr(candidate, "model_dump") else dict(candidate.dict())
     if evaluation is not None:
         values.update(evaluation.model_dump() if hasattr(evaluation, "model_dump") else evaluation.dict())
@@ -58,7 +59,9 @@ def _cycle_config(candidate: CandidateConfig, evaluation: EvaluationConfig | Non
     description="Routing policy trained on the window before the partition's cut-off: Beta posteriors plus an "
     "optional scikit-learn contextual success model (kept only if it beats the posteriors by log loss).",
 )
-def candidate_policy(context: dg.AssetExecutionContext, config: CandidateConfig, lake: LakeResource) -> dg.MaterializeResult:
+def candidate_policy(
+    context: dg.AssetExecutionContext, config: CandidateConfig, lake: LakeResource
+) -> dg.MaterializeResult:
     paths = lake.paths
     cfg = _cycle_config(config)
     window = cycle.Window.for_partition(context.partition_key, cfg)
@@ -66,7 +69,9 @@ def candidate_policy(context: dg.AssetExecutionContext, config: CandidateConfig,
         trained = cycle.train_candidate(con, window, cfg)
     directory = cycle.save_candidate(paths, context.partition_key, trained)
     policy = trained.policy
-    broad = policy.posteriors[(policy.posteriors["context_key"] == "*") & (policy.posteriors["task_type"] != "*")]
+    broad = policy.posteriors[
+        (policy.posteriors["context_key"] == "*") & (policy.posteriors["task_type"] != "*")
+    ]
     top = broad.sort_values("mean", ascending=False).groupby("task_type").head(1)
     return dg.MaterializeResult(
         metadata={
@@ -114,7 +119,14 @@ def policy_evaluation(
     cycle.save_evaluation(paths, partition, result, champion_version)
     gate = result.gate
     rows = [
-        {"policy": p, "estimator": e.estimator, "value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n}
+        {
+            "policy": p,
+            "estimator": e.estimator,
+            "value": e.value,
+            "ci_low": e.ci_low,
+            "ci_high": e.ci_high,
+            "n": e.n,
+        }
         for p, by in result.evaluation.estimates.items()
         for e in by.values()
     ]
@@ -164,8 +176,15 @@ def model_versions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow
     candidate, daily = cycle.load_candidate(paths, partition)
     result, champion_version = cycle.load_evaluation(paths, partition)
     registered = cycle.register(
-        paths, partition, candidate, result, champion_version, mlflow.uri, daily,
-        artifact_location=mlflow.artifact_location, tags={"dagster_run_id": context.run.run_id},
+        paths,
+        partition,
+        candidate,
+        result,
+        champion_version,
+        mlflow.uri,
+        daily,
+        artifact_location=mlflow.artifact_location,
+        tags={"dagster_run_id": context.run.run_id},
     )
     versions = registry.model_versions_frame(mlflow.uri)
     yield dg.MaterializeResult(
@@ -175,13 +194,16 @@ def model_versions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow
             "accepted": registered.accepted,
             "reason": registered.reason,
             "parent_version": registered.parent_version if registered.parent_version is not None else -1,
-            "champion_version": registered.champion_version if registered.champion_version is not None else -1,
+            "champion_version": registered.champion_version
+            if registered.champion_version is not None
+            else -1,
             "mlflow_run_id": registered.run_id,
             "model_uri": registered.model_uri,
             "dagster/row_count": len(versions),
             "versions": dg.MetadataValue.md(
-                versions[["version_number", "status", "parent_version", "gate", "improvement", "aliases"]]
-                .to_markdown(index=False)
+                versions[
+                    ["version_number", "status", "parent_version", "gate", "improvement", "aliases"]
+                ].to_markdown(index=False)
             ),
             "timings_ms": dg.MetadataValue.json({k: round(v, 1) for k, v in registered.timings_ms.items()}),
         },
@@ -192,15 +214,21 @@ def model_versions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow
     )
 
 
-@dg.asset_check(asset="model_versions", blocking=True, description="the lake table agrees with the registry: "
-                "exactly one active version, and it carries @champion")
+@dg.asset_check(
+    asset="model_versions",
+    blocking=True,
+    description="the lake table agrees with the registry: "
+    "exactly one active version, and it carries @champion",
+)
 def model_versions_match_registry(lake: LakeResource, mlflow: MlflowResource) -> dg.AssetCheckResult:
     paths = lake.paths
     with lake_connection(paths) as con:
         table = con.execute("SELECT version_number, status, aliases FROM model_versions ORDER BY 1").df()
     registry_frame = registry.model_versions_frame(mlflow.uri)
-    same = table[["version_number", "status"]].reset_index(drop=True).equals(
-        registry_frame[["version_number", "status"]].reset_index(drop=True)
+    same = (
+        table[["version_number", "status"]]
+        .reset_index(drop=True)
+        .equals(registry_frame[["version_number", "status"]].reset_index(drop=True))
     )
     active = table[table["status"] == "active"]
     one_champion = len(active) <= 1 and (active.empty or "champion" in str(active["aliases"].iloc[0]))
@@ -212,15 +240,22 @@ def model_versions_match_registry(lake: LakeResource, mlflow: MlflowResource) ->
 
 # ---- rollback ------------------------------------------------------------------------------------
 
+
 class RollbackConfig(dg.Config):
     version: int
     reason: str
 
 
-@dg.op(description="Point @champion back to an earlier version of agent-router and record why.", pool=REGISTRY_POOL)
-def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, lake: LakeResource,
-                      mlflow: MlflowResource) -> dict:
-    info = cycle.rollback(lake.paths, mlflow.uri, config.version, config.reason, dagster_run_id=context.run_id)
+@dg.op(
+    description="Point @champion back to an earlier version of agent-router and record why.",
+    pool=REGISTRY_POOL,
+)
+def rollback_champion(
+    context: dg.OpExecutionContext, config: RollbackConfig, lake: LakeResource, mlflow: MlflowResource
+) -> dict:
+    info = cycle.rollback(
+        lake.paths, mlflow.uri, config.version, config.reason, dagster_run_id=context.run_id
+    )
     context.log.info(f"@champion -> v{config.version} (was v{info['previous_champion']}): {config.reason}")
     return info
 

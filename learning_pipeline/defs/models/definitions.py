@@ -11,8 +11,17 @@ from learning_pipeline.defs.models.assets import (
     rollback_job,
 )
 
-defs = dg.Definitions(
-    assets=[candidate_policy, policy_evaluation, model_versions],
-    asset_checks=[model_versions_match_registry],
-    jobs=[rollback_job],
+learning_cycle_job = dg.define_asset_job(
+    "learning_cycle_job",
+    selection=dg.AssetSelection.groups("models"),
+    description="Train a candidate routing policy up to a day, evaluate it offline, gate it and register it.",
 )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[candidate_policy, policy_evaluation, model_versions],
+        asset_checks=[model_versions_match_registry],
+        jobs=[learning_cycle_job, rollback_job],
+    )

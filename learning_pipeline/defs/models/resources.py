@@ -7,10 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from learning_pipeline.defs.resources import DATA_DIR_ENV, DEFAULT_DATA_DIR
 from learning_pipeline.defs.lazy import lazy_module
+from learning_pipeline.defs.resources import DATA_DIR_ENV, DEFAULT_DATA_DIR
 
-registry = lazy_module("learning_pipeline.lib.registry")
+registry = lazy_module("learning_pipeline.lib.learning.registry")
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 

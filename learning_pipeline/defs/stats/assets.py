@@ -5,20 +5,18 @@ the daily aggregates, and so do the 7d window and the 7d before it (whole UTC da
 raw events are read, for the 1h/24h windows and the windows before them (trends).
 """
 
+from datetime import UTC, datetime, timedelta
 
-from datetime import datetime, timedelta, timezone
-
+import dagster as dg
 import duckdb
 import pyarrow as pa
 
-import dagster as dg
-
-from learning_pipeline.defs.partitions import daily_partitions, follows_new_data
+from learning_pipeline.defs.partitions import ALL_DAYS, ONE_DAY, daily_partitions, follows_new_data
 from learning_pipeline.defs.resources import LakeResource
-from learning_pipeline.lib.lake import LakePaths, write_parquet_atomic
-from learning_pipeline.lib.schema import OUTCOME_EVENT_SCHEMA
-from learning_pipeline.lib.sql_runner import SqlProject
-from learning_pipeline.lib.warehouse import lake_connection
+from learning_pipeline.lib.events.schema import OUTCOME_EVENT_SCHEMA
+from learning_pipeline.lib.storage.lake import LakePaths, write_parquet_atomic
+from learning_pipeline.lib.storage.sql_runner import SqlProject
+from learning_pipeline.lib.storage.warehouse import lake_connection
 
 DAILY_TABLES = ("agent_daily_stats", "agent_daily_errors", "agent_daily_latency_hist")
 STATS_MARTS = ("agent_stats", "agent_task_stats")
@@ -53,6 +51,7 @@ class DailyStatsConfig(dg.Config):
     deps=[dg.AssetDep(OUTCOME_EVENTS)],
     kinds={"duckdb", "parquet"},
     group_name="stats",
+    tags=ONE_DAY,
     description="Additive counts and sums per (day, agent, task_type, context bucket), plus daily error "
     "counts (lake/agent_daily_errors) and latency log-histograms (lake/agent_daily_latency_hist).",
     automation_condition=dg.AutomationCondition.eager(),
@@ -107,7 +106,7 @@ class StatsConfig(dg.Config):
 def reference_time(con: duckdb.DuckDBPyConnection, as_of: str | None) -> datetime | None:
     if as_of:
         value = datetime.fromisoformat(as_of)
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     if "agent_daily_stats" not in names:
         return None
@@ -121,7 +120,9 @@ def run_stats_marts(paths: LakePaths, as_of: str | None = None, ema_alpha: float
         names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         missing = [t for t in DAILY_TABLES if t not in names]
         if missing:
-            raise dg.Failure(f"no daily aggregates in the lake yet ({', '.join(missing)}): materialize agent_daily_stats")
+            raise dg.Failure(
+                f"no daily aggregates in the lake yet ({', '.join(missing)}): materialize agent_daily_stats"
+            )
         ref = reference_time(con, as_of)
         if ref is None:
             raise dg.Failure("cannot determine the reference time: no events")
@@ -147,13 +148,20 @@ def run_stats_marts(paths: LakePaths, as_of: str | None = None, ema_alpha: float
             deps=[dg.AssetDep("agent_daily_stats"), dg.AssetDep(OUTCOME_EVENTS)],
             kinds={"duckdb", "parquet"},
             group_name="stats",
+            tags=ALL_DAYS,
             description=desc,
             automation_condition=follows_new_data,
         )
         for name, desc in (
-            ("agent_stats", "Per agent and context bucket: counts, rates, latency, tokens, cost, quality over "
-             "1h/24h/7d/all windows, EMA and trend versus the previous window."),
-            ("agent_task_stats", "Per (task_type, agent) and context bucket: the same measures as agent_stats."),
+            (
+                "agent_stats",
+                "Per agent and context bucket: counts, rates, latency, tokens, cost, quality over "
+                "1h/24h/7d/all windows, EMA and trend versus the previous window.",
+            ),
+            (
+                "agent_task_stats",
+                "Per (task_type, agent) and context bucket: the same measures as agent_stats.",
+            ),
         )
     ],
 )
@@ -164,8 +172,19 @@ def agent_stats_marts(context: dg.AssetExecutionContext, config: StatsConfig, la
         write_parquet_atomic(paths.table(name) / "data.parquet", table)
         frame = table.to_pandas()
         top = frame[(frame["context_key"] == "*") & (frame["window_name"] == "all")].head(15)
-        cols = [c for c in ("task_type", "agent_name", "executions", "success_rate", "latency_p95_ms",
-                            "quality_mean", "ema_success_rate") if c in top.columns]
+        cols = [
+            c
+            for c in (
+                "task_type",
+                "agent_name",
+                "executions",
+                "success_rate",
+                "latency_p95_ms",
+                "quality_mean",
+                "ema_success_rate",
+            )
+            if c in top.columns
+        ]
         yield dg.MaterializeResult(
             asset_key=name,
             metadata={

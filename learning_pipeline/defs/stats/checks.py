@@ -1,5 +1,6 @@
 """Checks on the stats assets: keys present and unique, rates in [0, 1], counts reconcile with events."""
 
+from datetime import UTC
 
 import dagster as dg
 
@@ -16,8 +17,12 @@ RATES = ("success_rate", "failure_rate", "partial_rate", "timeout_rate", "reward
 
 def key_problems(con, table: str, keys: str) -> dict:
     cols = [c.strip() for c in keys.split(",")]
-    nulls = con.execute(f"SELECT count(*) FROM {table} WHERE " + " OR ".join(f"{c} IS NULL" for c in cols)).fetchone()[0]
-    dupes = con.execute(f"SELECT count(*) FROM (SELECT {keys} FROM {table} GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
+    nulls = con.execute(
+        f"SELECT count(*) FROM {table} WHERE " + " OR ".join(f"{c} IS NULL" for c in cols)
+    ).fetchone()[0]
+    dupes = con.execute(
+        f"SELECT count(*) FROM (SELECT {keys} FROM {table} GROUP BY ALL HAVING count(*) > 1)"
+    ).fetchone()[0]
     return {"null_keys": int(nulls), "duplicate_keys": int(dupes)}
 
 
@@ -31,8 +36,12 @@ def _result(structural_ok: bool, counts_ok: bool, metadata: dict) -> dg.AssetChe
     return dg.AssetCheckResult(passed=structural_ok and counts_ok, severity=severity, metadata=metadata)
 
 
-@dg.asset_check(asset="agent_daily_stats", blocking=True, description="keys not null and unique; "
-                "broad-level n_events adds up to the events of the same days in outcome_events")
+@dg.asset_check(
+    asset="agent_daily_stats",
+    blocking=True,
+    description="keys not null and unique; "
+    "broad-level n_events adds up to the events of the same days in outcome_events",
+)
 def agent_daily_stats_consistent(lake: LakeResource) -> dg.AssetCheckResult:
     with stats_connection(lake.paths) as con:
         problems = key_problems(con, "agent_daily_stats", DAILY_KEYS)
@@ -47,8 +56,12 @@ def agent_daily_stats_consistent(lake: LakeResource) -> dg.AssetCheckResult:
     return _result(
         not any(problems.values()) and bad_counts == 0,
         counted == expected,
-        {**problems, "n_events_counted": int(counted), "outcome_events": int(expected),
-         "rows_with_bad_counts": int(bad_counts)},
+        {
+            **problems,
+            "n_events_counted": int(counted),
+            "outcome_events": int(expected),
+            "rows_with_bad_counts": int(bad_counts),
+        },
     )
 
 
@@ -56,42 +69,59 @@ def _mart_check(lake: LakeResource, mart: str) -> dg.AssetCheckResult:
     with stats_connection(lake.paths) as con:
         problems = key_problems(con, mart, MART_KEYS[mart])
         bad_rates = con.execute(
-            f"SELECT count(*) FROM {mart} WHERE " + " OR ".join(f"NOT coalesce({r} BETWEEN 0 AND 1, true)" for r in RATES)
+            f"SELECT count(*) FROM {mart} WHERE "
+            + " OR ".join(f"NOT coalesce({r} BETWEEN 0 AND 1, true)" for r in RATES)
         ).fetchone()[0]
         broad = "task_type <> '*' AND " if mart == "agent_task_stats" else ""
         counted = con.execute(
             f"SELECT coalesce(sum(executions), 0) FROM {mart} WHERE {broad} context_key = '*' AND window_name = 'all'"
         ).fetchone()[0]
         as_of = con.execute(f"SELECT max(as_of) FROM {mart}").fetchone()[0]
-        expected = con.execute(
-            "SELECT count(*) FROM outcome_events WHERE event_date <= cast(? AS TIMESTAMPTZ)::DATE", [as_of]
-        ).fetchone()[0] if as_of is not None else 0
+        expected = (
+            con.execute(
+                "SELECT count(*) FROM outcome_events WHERE event_date <= cast(? AS TIMESTAMPTZ)::DATE",
+                [as_of],
+            ).fetchone()[0]
+            if as_of is not None
+            else 0
+        )
     return _result(
         not any(problems.values()) and bad_rates == 0,
         counted == expected,
-        {**problems, "rates_outside_0_1": int(bad_rates), "executions_all_window": int(counted),
-         "outcome_events": int(expected)},
+        {
+            **problems,
+            "rates_outside_0_1": int(bad_rates),
+            "executions_all_window": int(counted),
+            "outcome_events": int(expected),
+        },
     )
 
 
-@dg.asset_check(asset="agent_stats", blocking=True,
-                description="keys not null and unique; rates in [0, 1]; all-time executions = outcome_events")
+@dg.asset_check(
+    asset="agent_stats",
+    blocking=True,
+    description="keys not null and unique; rates in [0, 1]; all-time executions = outcome_events",
+)
 def agent_stats_consistent(lake: LakeResource) -> dg.AssetCheckResult:
     return _mart_check(lake, "agent_stats")
 
 
-@dg.asset_check(asset="agent_task_stats", blocking=True,
-                description="keys not null and unique; rates in [0, 1]; all-time executions = outcome_events")
+@dg.asset_check(
+    asset="agent_task_stats",
+    blocking=True,
+    description="keys not null and unique; rates in [0, 1]; all-time executions = outcome_events",
+)
 def agent_task_stats_consistent(lake: LakeResource) -> dg.AssetCheckResult:
     return _mart_check(lake, "agent_task_stats")
 
 
 @dg.asset_check(asset="agent_task_stats", description="the newest event in the stats is less than 2 days old")
 def agent_task_stats_fresh(lake: LakeResource) -> dg.AssetCheckResult:
-    from datetime import datetime, timezone
+    from datetime import datetime
+
     with stats_connection(lake.paths) as con:
         last = con.execute("SELECT max(last_event_at) FROM agent_task_stats").fetchone()[0]
-    age_h = None if last is None else (datetime.now(timezone.utc) - last).total_seconds() / 3600
+    age_h = None if last is None else (datetime.now(UTC) - last).total_seconds() / 3600
     return dg.AssetCheckResult(
         passed=age_h is not None and age_h < 48,
         severity=dg.AssetCheckSeverity.WARN,
@@ -99,4 +129,9 @@ def agent_task_stats_fresh(lake: LakeResource) -> dg.AssetCheckResult:
     )
 
 
-STATS_CHECKS = [agent_daily_stats_consistent, agent_stats_consistent, agent_task_stats_consistent, agent_task_stats_fresh]
+STATS_CHECKS = [
+    agent_daily_stats_consistent,
+    agent_stats_consistent,
+    agent_task_stats_consistent,
+    agent_task_stats_fresh,
+]

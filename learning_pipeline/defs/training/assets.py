@@ -1,13 +1,12 @@
 """Training data assets: sft_pairs (daily JSONL exports), routing_pairs and agent_config_recommendations."""
 
+import dagster as dg
 import pandas as pd
 
-import dagster as dg
-
-from learning_pipeline.defs.partitions import daily_partitions, follows_new_data
+from learning_pipeline.defs.partitions import ALL_DAYS, ONE_DAY, daily_partitions, follows_new_data
 from learning_pipeline.defs.resources import LakeResource
-from learning_pipeline.lib.agent_configs import ConfigRules, agent_configs_dir
-from learning_pipeline.lib.training_data import (
+from learning_pipeline.lib.training.agent_configs import ConfigRules, agent_configs_dir
+from learning_pipeline.lib.training.training_data import (
     DEFAULT_SYSTEM_PROMPT,
     build_agent_config_recommendations,
     build_routing_pairs,
@@ -39,6 +38,7 @@ class SftPairsConfig(dg.Config):
     deps=[OUTCOME_EVENTS],
     kinds={"duckdb", "jsonl", "parquet"},
     group_name=GROUP,
+    tags=ONE_DAY,
     automation_condition=dg.AutomationCondition.eager(),
     description=(
         "Supervised fine-tuning pairs of the day: successful events with quality >= min_quality and both "
@@ -46,7 +46,9 @@ class SftPairsConfig(dg.Config):
         "days; exported as OpenAI chat JSONL under exports/sft/event_date=D/ and as Parquet in the lake."
     ),
 )
-def sft_pairs(context: dg.AssetExecutionContext, config: SftPairsConfig, lake: LakeResource) -> dg.MaterializeResult:
+def sft_pairs(
+    context: dg.AssetExecutionContext, config: SftPairsConfig, lake: LakeResource
+) -> dg.MaterializeResult:
     result = build_sft_pairs(
         lake.paths,
         context.partition_key,
@@ -76,6 +78,7 @@ class RoutingPairsConfig(dg.Config):
     deps=[OUTCOME_EVENTS],
     kinds={"duckdb", "parquet"},
     group_name=GROUP,
+    tags=ALL_DAYS,
     automation_condition=follows_new_data,
     description=(
         "Per task class (task_type, context complexity or '*') every (agent, model) candidate with executions, "
@@ -110,6 +113,7 @@ class AgentConfigRecommendationsConfig(dg.Config):
     deps=[OUTCOME_EVENTS],
     kinds={"duckdb", "toml"},
     group_name=GROUP,
+    tags=ALL_DAYS,
     automation_condition=follows_new_data,
     description=(
         "Per agent a recommended TOML config (tools, max_turns, preferred task types) under agent_configs/, "
@@ -136,7 +140,9 @@ def agent_config_recommendations(
             "agents": len(result.recommendations),
             "new_versions": len(result.written),
             "unchanged": len(result.unchanged),
-            "written": _md([{"agent": v.agent, "version": v.version, "file": v.path.name} for v in result.written]),
+            "written": _md(
+                [{"agent": v.agent, "version": v.version, "file": v.path.name} for v in result.written]
+            ),
             "recommendations": _md(rows, limit=50),
             "config_dir": dg.MetadataValue.path(str(agent_configs_dir(lake.paths))),
         }

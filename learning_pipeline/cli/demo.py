@@ -1,0 +1,129 @@
+"""`learning-pipeline demo`: simulate events, run the daily and learning jobs on a local instance, summarize."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from learning_pipeline.lib.events.staging import current_entries, list_landing_files
+from learning_pipeline.lib.simulation.simulate import SimulationConfig, load_truth, write_simulation
+from learning_pipeline.lib.storage.lake import DATA_DIR_ENV, LakePaths
+from learning_pipeline.lib.storage.warehouse import lake_connection, refresh_warehouse_views
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    data_dir: str
+    dagster_home: str
+    days: int = 7
+    events_per_day: int = 5000
+    seed: int = 7
+
+
+def _true_best_agents(data_dir: Path) -> dict[str, str]:
+    """The simulator's true best agent per task type on its last day, when the events were simulated."""
+    try:
+        truth = load_truth(data_dir)
+    except FileNotFoundError:
+        return {}
+    last_day = truth["end_date"]
+    return {
+        row["task_type"]: row["best_agent"]
+        for row in truth["best_agents_by_day"]
+        if row["event_date"] == last_day
+    }
+
+
+def use_local_instance(data_dir: str, dagster_home: str) -> tuple[Path, Path, LakePaths]:
+    """Point this process at a data directory and a local Dagster instance (read when definitions load)."""
+    data = Path(data_dir).resolve()
+    home = Path(dagster_home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ[DATA_DIR_ENV] = str(data)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return data, home, LakePaths.at(data).ensure()
+
+
+def run_demo(settings: DemoSettings, echo=print) -> dict:
+    """Land simulated events (unless the landing zone already has some) and materialize every asset."""
+    data_dir, home, paths = use_local_instance(settings.data_dir, settings.dagster_home)
+
+    if list_landing_files(paths):
+        echo(f"reusing the {len(list_landing_files(paths))} files already in {paths.landing}")
+    else:
+        config = SimulationConfig(
+            days=settings.days,
+            events_per_day=settings.events_per_day,
+            seed=settings.seed,
+            propensities=True,
+            malformed_share=0.002,
+            duplicate_share=0.01,
+        )
+        summary = write_simulation(config, data_dir).summary()
+        echo(f"simulated {summary['events']} events over {settings.days} days into {paths.landing}")
+
+    # Imported here: the definitions read the data directory from the environment when loaded.
+    from learning_pipeline.definitions import defs as code_location
+    from learning_pipeline.defs.resources import default_lake_resource
+    from learning_pipeline.lib.events.staging import stage_pending
+
+    defs = code_location()
+
+    stage_pending(paths, default_lake_resource().staging_rules())
+    days = sorted({day for entry in current_entries(paths).values() for day in entry.dates})
+    daily_job = defs.resolve_job_def("daily_job")
+    learning_job = defs.resolve_job_def("learning_job")
+    cycle_job = defs.resolve_job_def("learning_cycle_job")
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    with dg.DagsterInstance.get() as instance:
+        for day in days:
+            result = daily_job.execute_in_process(partition_key=day, instance=instance, run_config=quiet)
+            if not result.success:
+                raise RuntimeError(f"daily_job failed for {day} (run {result.run_id})")
+        echo(f"ingested {len(days)} day(s): {days[0]} .. {days[-1]}")
+        result = learning_job.execute_in_process(instance=instance, run_config=quiet)
+        if not result.success:
+            raise RuntimeError(f"learning_job failed (run {result.run_id})")
+        result = cycle_job.execute_in_process(partition_key=days[-1], instance=instance, run_config=quiet)
+        if not result.success:
+            raise RuntimeError(f"learning_cycle_job failed for {days[-1]} (run {result.run_id})")
+
+    refresh_warehouse_views(paths)  # what warehouse_views_sensor does after each run under the daemon
+    con = lake_connection(paths)
+    counts = con.execute(
+        "SELECT (SELECT count(*) FROM outcome_events), (SELECT count(*) FROM quarantined_events)"
+    ).fetchone()
+    top = con.execute(
+        "SELECT task_type, agent_name, round(score, 3) FROM agent_recommendations "
+        "WHERE rank = 1 AND context_key = '*' AND task_type <> '*' ORDER BY task_type"
+    ).fetchall()
+    versions = con.execute(
+        "SELECT version_number, gate, gate_reason, aliases FROM model_versions ORDER BY version_number"
+    ).fetchall()
+    summary = {"days": len(days), "accepted": counts[0], "quarantined": counts[1], "top_agents": top}
+    echo("")
+    echo(f"accepted events: {counts[0]}   quarantined: {counts[1]}   lake: {paths.lake}")
+    truth = _true_best_agents(data_dir)
+    matches = sum(truth.get(task_type) == agent for task_type, agent, _ in top)
+    header = "recommended agent per task type (posterior mean)"
+    echo(header + (f"; the simulator's true best: {matches} of {len(top)}" if truth else ""))
+    for task_type, agent, score in top:
+        mark = ""
+        if truth:
+            mark = (
+                "  = true best" if truth.get(task_type) == agent else f"  (true best: {truth.get(task_type)})"
+            )
+        echo(f"  {task_type:<24} {agent:<20} {score}{mark}")
+    for number, gate, reason, aliases in versions:
+        echo(f"model agent-router v{number}: {gate} ({reason}) aliases: {aliases or '-'}")
+    echo("")
+    echo(
+        f"query it:      duckdb {paths.warehouse}  (views: outcome_events, agent_stats, agent_posteriors, ...)"
+    )
+    echo(f"MLflow:        mlflow ui --backend-store-uri sqlite:///{data_dir / 'mlflow.db'}")
+    echo(f"open the UI:   DAGSTER_HOME={home} {DATA_DIR_ENV}={data_dir} dagster dev   (or: make ui)")
+    echo("               then http://127.0.0.1:3000 shows the asset graph and these materializations")
+    return summary

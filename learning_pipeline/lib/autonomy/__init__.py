@@ -1,0 +1,1 @@
+"""The loop without a person: continuous learning, approvals, graduation, alerts."""

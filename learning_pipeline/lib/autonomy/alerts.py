@@ -1,0 +1,330 @@
+"""Alerts: the `agent_alerts` table, de-duplication, degradation detection and an optional webhook.
+
+Storage: one DuckDB file `<data_dir>/autonomy/alerts.duckdb`, opened briefly per operation and retried while
+another process holds its lock (DuckDB allows one writing process per file). After every change a snapshot is
+published as `lake/agent_alerts/data.parquet`, so `warehouse.lake_connection` sees the table like any other.
+
+De-duplication: every alert carries a `dedup_key` naming its condition (e.g. `PERFORMANCE_DEGRADATION:agent`).
+A new alert with the same key is suppressed while an earlier one is unacknowledged, or was created less than
+`dedup_hours` ago; so a condition that holds on every sensor tick raises one alert, not one per tick.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from learning_pipeline.lib.storage.lake import LakePaths, write_parquet_atomic
+
+ALERT_TYPES = ("PERFORMANCE_DEGRADATION", "CONVERGENCE", "GRADUATION_READY", "ERROR", "MILESTONE")
+SEVERITIES = ("INFO", "WARNING", "CRITICAL")
+WEBHOOK_ENV = "LEARNING_PIPELINE_ALERT_WEBHOOK_URL"
+
+ALERT_COLUMNS_SQL = """
+    id VARCHAR PRIMARY KEY,
+    alert_type VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL,
+    title VARCHAR NOT NULL,
+    message VARCHAR NOT NULL,
+    agent_name VARCHAR,
+    model_version INTEGER,
+    metric VARCHAR,
+    value DOUBLE,
+    threshold DOUBLE,
+    details VARCHAR,
+    source VARCHAR,
+    dedup_key VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    acknowledged BOOLEAN NOT NULL DEFAULT false,
+    acknowledged_at TIMESTAMPTZ,
+    acknowledged_by VARCHAR,
+    notified BOOLEAN NOT NULL DEFAULT false
+"""
+COLUMNS = [line.strip().split()[0] for line in ALERT_COLUMNS_SQL.strip().splitlines()]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass
+class Alert:
+    alert_type: str
+    severity: str
+    title: str
+    message: str
+    dedup_key: str
+    agent_name: str | None = None
+    model_version: int | None = None
+    metric: str | None = None
+    value: float | None = None
+    threshold: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    def __post_init__(self):
+        if self.alert_type not in ALERT_TYPES:
+            raise ValueError(f"alert_type must be one of {ALERT_TYPES}, got {self.alert_type!r}")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+        if not self.dedup_key:
+            raise ValueError("an alert needs a dedup_key")
+
+
+class AlertStore:
+    """The agent_alerts table in its own DuckDB file."""
+
+    def __init__(self, paths: LakePaths, lock_timeout_seconds: float = 30.0, dedup_hours: float = 24.0):
+        self.paths = paths
+        self.path = paths.root / "autonomy" / "alerts.duckdb"
+        self.lock_timeout_seconds = lock_timeout_seconds
+        self.dedup = timedelta(hours=dedup_hours)
+
+    # -- connection with retry --------------------------------------------------------------------
+    def _connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        delay = 0.05
+        while True:
+            try:
+                if read_only and self.path.exists():
+                    return duckdb.connect(str(self.path), read_only=True)
+                con = duckdb.connect(str(self.path))
+                con.execute(f"CREATE TABLE IF NOT EXISTS agent_alerts ({ALERT_COLUMNS_SQL})")
+                return con
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    # -- writes -----------------------------------------------------------------------------------
+    def raise_alert(self, alert: Alert, now: datetime | None = None) -> dict | None:
+        """Insert the alert unless its condition already alerted (see module doc); returns the row or None."""
+        now = _utc(now or utc_now())
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            # a milestone is reached once: any earlier alert with its key suppresses it
+            since = datetime(1970, 1, 1, tzinfo=UTC) if alert.alert_type == "MILESTONE" else now - self.dedup
+            recent = con.execute(
+                "SELECT count(*) FROM agent_alerts WHERE dedup_key = ? AND (NOT acknowledged OR created_at > ?)",
+                [alert.dedup_key, since],
+            ).fetchone()[0]
+            if recent:
+                con.execute("ROLLBACK")
+                return None
+            row = {
+                **{k: v for k, v in asdict(alert).items() if k != "details"},
+                "details": json.dumps(alert.details, default=str, sort_keys=True),
+                "id": uuid.uuid4().hex[:12],
+                "created_at": now,
+                "acknowledged": False,
+                "acknowledged_at": None,
+                "acknowledged_by": None,
+                "notified": False,
+            }
+            con.execute(
+                f"INSERT INTO agent_alerts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                [row[c] for c in COLUMNS],
+            )
+            con.execute("COMMIT")
+            self._publish(con)
+        return row
+
+    def acknowledge(self, alert_id: str, by: str, now: datetime | None = None) -> dict:
+        if not by or not by.strip():
+            raise ValueError("acknowledging an alert needs a name (--by)")
+        with self._connect() as con:
+            found = con.execute("SELECT acknowledged FROM agent_alerts WHERE id = ?", [alert_id]).fetchone()
+            if found is None:
+                raise ValueError(f"no alert with id {alert_id}")
+            if found[0]:
+                raise ValueError(f"alert {alert_id} is already acknowledged")
+            con.execute(
+                "UPDATE agent_alerts SET acknowledged = true, acknowledged_at = ?, acknowledged_by = ? WHERE id = ?",
+                [_utc(now or utc_now()), by, alert_id],
+            )
+            self._publish(con)
+        return self.get(alert_id)
+
+    def mark_notified(self, alert_id: str) -> None:
+        with self._connect() as con:
+            con.execute("UPDATE agent_alerts SET notified = true WHERE id = ?", [alert_id])
+            self._publish(con)
+
+    # -- reads ------------------------------------------------------------------------------------
+    def list(self, include_acknowledged: bool = True, alert_type: str | None = None) -> pd.DataFrame:
+        if not self.path.exists():
+            return pd.DataFrame(columns=COLUMNS)
+        where, params = [], []
+        if not include_acknowledged:
+            where.append("NOT acknowledged")
+        if alert_type:
+            where.append("alert_type = ?")
+            params.append(alert_type)
+        sql = "SELECT * FROM agent_alerts" + (f" WHERE {' AND '.join(where)}" if where else "")
+        with self._connect() as con:
+            return con.execute(sql + " ORDER BY created_at DESC, id", params).df()
+
+    def get(self, alert_id: str) -> dict:
+        frame = self.list()
+        row = frame[frame["id"] == alert_id]
+        if row.empty:
+            raise ValueError(f"no alert with id {alert_id}")
+        return row.iloc[0].to_dict()
+
+    def _publish(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Write the lake snapshot while the writer still holds the file: snapshots never go back in time."""
+        table = con.sql("SELECT * FROM agent_alerts ORDER BY created_at").to_arrow_table()
+        write_parquet_atomic(self.paths.table("agent_alerts") / "data.parquet", table)
+
+
+# ---- notification ------------------------------------------------------------------------------
+
+
+def notify_webhook(url: str | None, alert_row: dict, timeout_seconds: float = 5.0) -> tuple[bool, str]:
+    """POST the alert as JSON. Never raises: returns (delivered, detail)."""
+    if not url:
+        return False, "no webhook configured"
+    payload = {
+        k: (v.isoformat() if isinstance(v, (datetime, pd.Timestamp)) else v) for k, v in alert_row.items()
+    }
+    body = json.dumps(payload, default=str).encode()
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
+            status = response.status
+        return 200 <= status < 300, f"HTTP {status}"
+    except Exception as error:  # a failing webhook never fails the pipeline
+        return False, f"{type(error).__name__}: {error}"
+
+
+def raise_and_notify(
+    store: AlertStore, alert: Alert, webhook_url: str | None = None, now: datetime | None = None
+) -> tuple[dict | None, str]:
+    """Store the alert (deduplicated) and POST it to the webhook if one is configured."""
+    row = store.raise_alert(alert, now=now)
+    if row is None:
+        return None, "suppressed (same condition already alerted)"
+    delivered, detail = notify_webhook(webhook_url, row)
+    if delivered:
+        store.mark_notified(row["id"])
+    return row, detail
+
+
+# ---- detection ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DegradationRule:
+    relative_drop: float = 0.10  # success rate falls by more than this, relative, from first to last window
+    critical_drop: float = 0.25
+    windows: int = 3
+    window_days: int = 1
+    min_samples: int = 30  # per agent and window
+
+
+def window_success_rates(con: duckdb.DuckDBPyConnection, end_date, rule: DegradationRule) -> pd.DataFrame:
+    """Success rate per agent in each of the last `rule.windows` windows of `window_days` ending at end_date
+    (inclusive), from outcome_events. Columns: agent_name, window_index (0 = oldest), n, successes, success_rate."""
+    span = rule.windows * rule.window_days
+    sql = f"""
+        WITH e AS (
+            SELECT agent_name, (status = 'success')::INT AS ok,
+                   {rule.windows - 1} - (date_diff('day', cast(event_date AS DATE), ?::DATE) // {rule.window_days})
+                       AS window_index
+            FROM outcome_events
+            WHERE cast(event_date AS DATE) > ?::DATE - INTERVAL {span} DAY
+              AND cast(event_date AS DATE) <= ?::DATE
+        )
+        SELECT agent_name, window_index, count(*) AS n, sum(ok) AS successes, avg(ok) AS success_rate
+        FROM e GROUP BY ALL ORDER BY agent_name, window_index
+    """
+    return con.execute(sql, [end_date, end_date, end_date]).df()
+
+
+def detect_degradation(rates: pd.DataFrame, rule: DegradationRule = DegradationRule()) -> list[Alert]:
+    """PERFORMANCE_DEGRADATION alerts: an agent whose success rate fell by more than `relative_drop` (relative)
+    from the first to the last of the windows, with at least `min_samples` events in each window."""
+    if rates.empty:
+        return []
+    enough = rates[rates["n"] >= rule.min_samples]
+    wide = enough.pivot(index="agent_name", columns="window_index", values="success_rate")
+    needed = list(range(rule.windows))
+    if not set(needed) <= set(wide.columns):
+        return []
+    wide = wide[needed].dropna()
+    first, last = wide[0].to_numpy(float), wide[rule.windows - 1].to_numpy(float)
+    drop = np.where(first > 0, (first - last) / np.where(first > 0, first, 1.0), 0.0)
+    alerts = []
+    for agent, d, f, last_rate, series in zip(wide.index, drop, first, last, wide.to_numpy(), strict=False):
+        if d > rule.relative_drop:
+            alerts.append(
+                Alert(
+                    alert_type="PERFORMANCE_DEGRADATION",
+                    severity="CRITICAL" if d > rule.critical_drop else "WARNING",
+                    title=f"{agent}: success rate down {d:.0%}",
+                    message=(
+                        f"{agent}'s success rate fell from {f:.3f} to {last_rate:.3f} ({d:.1%} relative) over the last "
+                        f"{rule.windows} windows of {rule.window_days} day(s)"
+                    ),
+                    dedup_key=f"PERFORMANCE_DEGRADATION:{agent}",
+                    agent_name=str(agent),
+                    metric="relative_success_drop",
+                    value=float(d),
+                    threshold=rule.relative_drop,
+                    details={"success_rates": [round(float(x), 4) for x in series]},
+                )
+            )
+    return alerts
+
+
+MILESTONE_CYCLES = (10, 50, 100, 500, 1000)
+
+
+def milestone_alerts(
+    total_cycles: int, best_success_rate: float | None = None, success_milestone: float = 0.7
+) -> list[Alert]:
+    out = [
+        Alert(
+            "MILESTONE",
+            "INFO",
+            f"{m} learning cycles",
+            f"the learning loop has completed {m} cycles",
+            dedup_key=f"MILESTONE:cycles:{m}",
+            metric="learning_cycles",
+            value=float(total_cycles),
+            threshold=m,
+        )
+        for m in MILESTONE_CYCLES
+        if total_cycles >= m
+    ]
+    if best_success_rate is not None and best_success_rate >= success_milestone:
+        out.append(
+            Alert(
+                "MILESTONE",
+                "INFO",
+                f"success rate above {success_milestone:.0%}",
+                f"the live routing policy reached a success rate of {best_success_rate:.3f}",
+                dedup_key=f"MILESTONE:success:{success_milestone}",
+                metric="success_rate",
+                value=float(best_success_rate),
+                threshold=success_milestone,
+            )
+        )
+    return out

@@ -1,0 +1,396 @@
+"""Approval and graduation of `agent-router` versions.
+
+Approval (table `model_approvals`): a version the eval gate accepted is approved automatically when
+auto-approval is on and its metrics meet the thresholds; otherwise it waits for a person
+(`pending_approval`) and @champion stays on (or returns to) the last approved version.
+
+Graduation (table `graduation_events`): an approved version starts in `learning`;
+    learning -> shadow   automatically, when the criteria hold on live traffic
+    shadow   -> live     only with an explicit human approval (never automatically)
+    shadow/live -> learning  automatically, when performance degrades (demotion)
+Live traffic of a version = outcome_events from its training cut-off on (data it never saw). For each event
+the version's top agent is computed and compared with the agent that actually ran: agreement rate, success
+of agreeing vs disagreeing decisions per day. The success of agreeing decisions is the version's measured
+success rate (a replay estimate). Every transition row says who or what triggered it.
+
+MLflow: aliases `@shadow` and `@live` mark the versions in those stages; each shadow comparison is a run in the
+experiment `agent-router-shadow`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from learning_pipeline.lib.storage.lake import LakePaths, new_batch_name, write_parquet_atomic
+
+LEARNING, SHADOW, LIVE = "learning", "shadow", "live"
+STAGES = (LEARNING, SHADOW, LIVE)
+APPROVED, PENDING = "approved", "pending_approval"
+SHADOW_EXPERIMENT = "agent-router-shadow"
+
+APPROVALS_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("decision", pa.string(), nullable=False),  # approved / pending_approval
+        pa.field("decided_by", pa.string(), nullable=False),  # "auto-approval" or a person's name
+        pa.field("trigger_kind", pa.string(), nullable=False),  # automatic / human
+        pa.field("reason", pa.string()),
+        pa.field("metrics", pa.string()),
+        pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),  # the deciding clock (may be injected)
+        pa.field(
+            "recorded_at", pa.timestamp("us", tz="UTC"), nullable=False
+        ),  # wall clock: the order of rows
+    ]
+)
+GRADUATION_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("from_stage", pa.string()),
+        pa.field("to_stage", pa.string(), nullable=False),
+        pa.field("triggered_by", pa.string(), nullable=False),
+        pa.field("trigger_kind", pa.string(), nullable=False),  # automatic / human
+        pa.field("reason", pa.string()),
+        pa.field("metrics", pa.string()),
+        pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),  # the deciding clock (may be injected)
+        pa.field(
+            "recorded_at", pa.timestamp("us", tz="UTC"), nullable=False
+        ),  # wall clock: the order of rows
+    ]
+)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _read(paths: LakePaths, table: str, schema: pa.Schema) -> pd.DataFrame:
+    directory = paths.table(table)
+    files = sorted(directory.glob("*.parquet")) if directory.exists() else []
+    if not files:
+        return schema.empty_table().to_pandas()
+    with duckdb.connect() as con:
+        return con.execute(
+            "SELECT * FROM read_parquet(?) ORDER BY recorded_at, id", [[str(f) for f in files]]
+        ).df()
+
+
+def _append(paths: LakePaths, table: str, schema: pa.Schema, row: dict) -> dict:
+    row = {**row, "recorded_at": datetime.now(UTC)}
+    write_parquet_atomic(
+        paths.table(table) / new_batch_name(table, "parquet"), pa.Table.from_pylist([row], schema=schema)
+    )
+    return row
+
+
+# ---- approval ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApprovalThresholds:
+    enabled: bool = False  # auto-approval on/off; off: every accepted version waits for a person
+    min_success_rate: float = 0.5  # candidate's estimated value (expected reward) on the held-out days
+    min_samples: int = 200  # held-out events behind the evaluation
+    min_improvement: float = 0.02
+    require_improvement: bool = True  # must beat the version it was compared with
+
+
+def approval_check(row: dict, thresholds: ApprovalThresholds) -> tuple[bool, list[str], dict]:
+    """Does a gate-accepted version (a model_versions row) meet the auto-approval thresholds?"""
+    metrics = json.loads(row.get("metrics") or "{}")
+    score = float(metrics.get("candidate_score", float("nan")))
+    samples = int(float(metrics.get("samples", 0)))
+    improvement = row.get("improvement")
+    improvement = float("nan") if improvement is None or pd.isna(improvement) else float(improvement)
+    failures = []
+    if not score >= thresholds.min_success_rate:
+        failures.append(f"success rate {score:.3f} < {thresholds.min_success_rate}")
+    if samples < thresholds.min_samples:
+        failures.append(f"samples {samples} < {thresholds.min_samples}")
+    if not improvement >= thresholds.min_improvement:
+        failures.append(f"improvement {improvement:+.4f} < {thresholds.min_improvement}")
+    if thresholds.require_improvement and not improvement > 0:
+        failures.append("no improvement over the current version")
+    values = {"success_rate": score, "samples": samples, "improvement": improvement}
+    return not failures, failures, values
+
+
+def read_approvals(paths: LakePaths) -> pd.DataFrame:
+    return _read(paths, "model_approvals", APPROVALS_SCHEMA)
+
+
+def approval_status(paths: LakePaths) -> dict[int, str]:
+    """version -> its latest approval decision."""
+    approvals = read_approvals(paths)
+    return {int(v): d for v, d in approvals.groupby("version")["decision"].last().items()}
+
+
+def record_approval(
+    paths: LakePaths,
+    version: int,
+    decision: str,
+    decided_by: str,
+    trigger_kind: str,
+    reason: str,
+    metrics: dict | None = None,
+    at: datetime | None = None,
+) -> dict:
+    if decision not in (APPROVED, PENDING):
+        raise ValueError(f"decision must be {APPROVED} or {PENDING}")
+    return _append(
+        paths,
+        "model_approvals",
+        APPROVALS_SCHEMA,
+        {
+            "id": uuid.uuid4().hex,
+            "version": int(version),
+            "decision": decision,
+            "decided_by": decided_by,
+            "trigger_kind": trigger_kind,
+            "reason": reason,
+            "metrics": json.dumps(metrics or {}, default=str),
+            "at": _utc(at or datetime.now(UTC)),
+        },
+    )
+
+
+# ---- graduation ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GraduationCriteria:
+    min_cycles: int = 3  # learning cycles evaluated since the version was registered (itself included)
+    min_samples: int = 300  # agreeing live decisions
+    min_success_rate: float = 0.6  # success rate of agreeing live decisions over the whole period
+    consistency_window: int = 3  # the last N days each meet min_success_rate
+    max_drawdown: float = 0.15  # peak-to-trough relative drop of the rolling success rate
+    rolling_days: int = 2
+    min_daily_samples: int = 20  # a day with fewer agreeing decisions is not judged
+    demotion_drop: float = 0.10  # shadow/live -> learning: last window below min_success_rate * (1 - drop)
+
+
+def read_graduation_events(paths: LakePaths) -> pd.DataFrame:
+    return _read(paths, "graduation_events", GRADUATION_SCHEMA)
+
+
+def current_stages(paths: LakePaths) -> dict[int, str]:
+    events = read_graduation_events(paths)
+    return {int(v): s for v, s in events.groupby("version")["to_stage"].last().items()}
+
+
+def record_transition(
+    paths: LakePaths,
+    version: int,
+    from_stage: str | None,
+    to_stage: str,
+    triggered_by: str,
+    trigger_kind: str,
+    reason: str,
+    metrics: dict | None = None,
+    at: datetime | None = None,
+) -> dict:
+    if to_stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}")
+    if not triggered_by:
+        raise ValueError("a transition needs who or what triggered it")
+    return _append(
+        paths,
+        "graduation_events",
+        GRADUATION_SCHEMA,
+        {
+            "id": uuid.uuid4().hex,
+            "version": int(version),
+            "from_stage": from_stage,
+            "to_stage": to_stage,
+            "triggered_by": triggered_by,
+            "trigger_kind": trigger_kind,
+            "reason": reason,
+            "metrics": json.dumps(metrics or {}, default=float),
+            "at": _utc(at or datetime.now(UTC)),
+        },
+    )
+
+
+def approve_live(paths: LakePaths, version: int, by: str, reason: str, at: datetime | None = None) -> dict:
+    """shadow -> live: the only way to live, an explicit human decision."""
+    if not by or not by.strip():
+        raise ValueError("approving a version for live needs a name (--by)")
+    if not reason or not reason.strip():
+        raise ValueError("approving a version for live needs a reason")
+    stage = current_stages(paths).get(int(version))
+    if stage != SHADOW:
+        raise ValueError(
+            f"version {version} is in stage {stage or 'none'}; only a version in shadow can go live"
+        )
+    return record_transition(paths, version, SHADOW, LIVE, by, "human", reason, at=at)
+
+
+def live_traffic(con: duckdb.DuckDBPyConnection, policy, start: date, end: date) -> pd.DataFrame:
+    """Per day from `start` to `end` (inclusive): the version's top agent vs the agent that actually ran.
+
+    Columns: day, n, n_agree, agreement_rate, success_agree, success_disagree.
+    """
+    keys = tuple(policy.context_keys)
+    ctx = "".join(f", json_extract_string(context, '{k}') AS \"{k}\"" for k in keys)
+    events = con.execute(
+        f"""SELECT cast(event_date AS DATE) AS day, coalesce(task_type, action_type, 'unspecified') AS task_type
+                   {ctx}, agent_name, (status = 'success')::INT AS ok
+            FROM outcome_events WHERE cast(event_date AS DATE) BETWEEN ? AND ?""",
+        [start, end],
+    ).df()
+    columns = ["day", "n", "n_agree", "agreement_rate", "success_agree", "success_disagree"]
+    if events.empty:
+        return pd.DataFrame(columns=columns)
+    scores = policy.scores(events)
+    known = policy.known_agent_mask(events["task_type"].to_numpy())
+    masked = np.where(known, scores, -np.inf)
+    top = np.asarray(policy.agents, dtype=object)[np.argmax(masked, axis=1)]
+    events["agree"] = (top == events["agent_name"].to_numpy(dtype=object)) & known.any(axis=1)
+    events["ok_agree"] = events["ok"].where(events["agree"])
+    events["ok_disagree"] = events["ok"].where(~events["agree"])
+    out = events.groupby("day", as_index=False).agg(
+        n=("ok", "size"),
+        n_agree=("agree", "sum"),
+        success_agree=("ok_agree", "mean"),
+        success_disagree=("ok_disagree", "mean"),
+    )
+    out["agreement_rate"] = out["n_agree"] / out["n"]
+    return out[columns].sort_values("day").reset_index(drop=True)
+
+
+def summarize(daily: pd.DataFrame, criteria: GraduationCriteria) -> dict[str, Any]:
+    if daily.empty:
+        return {"days": 0, "n": 0, "n_agree": 0}
+    n_agree = int(daily["n_agree"].sum())
+    ok_agree = float((daily["success_agree"].fillna(0) * daily["n_agree"]).sum())
+    n_dis = int((daily["n"] - daily["n_agree"]).sum())
+    ok_dis = float((daily["success_disagree"].fillna(0) * (daily["n"] - daily["n_agree"])).sum())
+    judged = daily[daily["n_agree"] >= criteria.min_daily_samples]
+    # rolling success rate of agreeing decisions (weighted by decisions) and its max drawdown
+    w = judged["n_agree"].rolling(criteria.rolling_days, min_periods=1).sum()
+    s = (judged["success_agree"] * judged["n_agree"]).rolling(criteria.rolling_days, min_periods=1).sum()
+    rolling = (s / w).to_numpy(float)
+    peak = np.maximum.accumulate(rolling) if len(rolling) else rolling
+    drawdown = float(np.max((peak - rolling) / np.where(peak > 0, peak, 1))) if len(rolling) else 0.0
+    last = judged.tail(criteria.consistency_window)
+    return {
+        "days": int(len(daily)),
+        "judged_days": int(len(judged)),
+        "n": int(daily["n"].sum()),
+        "n_agree": n_agree,
+        "agreement_rate": n_agree / max(int(daily["n"].sum()), 1),
+        "success_agree": ok_agree / n_agree if n_agree else float("nan"),
+        "success_disagree": ok_dis / n_dis if n_dis else float("nan"),
+        "max_drawdown": drawdown,
+        "last_days_success": [round(float(x), 4) for x in last["success_agree"]],
+        "last_day_success": float(last["success_agree"].iloc[-1]) if len(last) else float("nan"),
+    }
+
+
+def graduation_check(summary: dict, cycles: int, criteria: GraduationCriteria) -> tuple[bool, list[str]]:
+    """learning -> shadow: every criterion must hold; returns (ready, the unmet criteria)."""
+    unmet = []
+    if cycles < criteria.min_cycles:
+        unmet.append(f"cycles {cycles} < {criteria.min_cycles}")
+    if summary.get("n_agree", 0) < criteria.min_samples:
+        unmet.append(f"agreeing decisions {summary.get('n_agree', 0)} < {criteria.min_samples}")
+    rate = summary.get("success_agree", float("nan"))
+    if not rate >= criteria.min_success_rate:
+        unmet.append(f"success rate {rate:.3f} < {criteria.min_success_rate}")
+    last = summary.get("last_days_success", [])
+    if len(last) < criteria.consistency_window or min(last) < criteria.min_success_rate:
+        unmet.append(
+            f"not consistent: last {criteria.consistency_window} days {last} not all >= "
+            f"{criteria.min_success_rate}"
+        )
+    if summary.get("max_drawdown", 0.0) > criteria.max_drawdown:
+        unmet.append(f"max drawdown {summary['max_drawdown']:.3f} > {criteria.max_drawdown}")
+    return not unmet, unmet
+
+
+def demotion_check(summary: dict, criteria: GraduationCriteria) -> tuple[bool, str]:
+    """shadow/live -> learning when the last judged day fell well below the bar, or the drawdown is too deep."""
+    floor = criteria.min_success_rate * (1 - criteria.demotion_drop)
+    last = summary.get("last_day_success", float("nan"))
+    if summary.get("judged_days", 0) and last < floor:
+        return True, f"degraded: last day's success rate {last:.3f} < {floor:.3f}"
+    if summary.get("max_drawdown", 0.0) > criteria.max_drawdown:
+        return True, f"degraded: drawdown {summary['max_drawdown']:.3f} > {criteria.max_drawdown}"
+    return False, ""
+
+
+def set_stage_aliases(tracking_uri: str, stages: dict[int, str], name: str | None = None) -> None:
+    """@shadow / @live point at the newest version in that stage; removed when none is."""
+    from learning_pipeline.lib.learning import registry
+
+    name = name or registry.REGISTERED_MODEL
+    with registry.tracking(tracking_uri) as client:
+        aliases = client.get_registered_model(name).aliases
+        for stage in (SHADOW, LIVE):
+            versions = [v for v, s in stages.items() if s == stage]
+            if versions:
+                if aliases.get(stage) != str(max(versions)):
+                    client.set_registered_model_alias(name, stage, str(max(versions)))
+            elif stage in aliases:
+                client.delete_registered_model_alias(name, stage)
+
+
+def set_champion(tracking_uri: str, version: int | None, name: str | None = None) -> None:
+    """Point @champion at `version` (None: remove it, no approved version yet)."""
+    from learning_pipeline.lib.learning import registry
+
+    name = name or registry.REGISTERED_MODEL
+    with registry.tracking(tracking_uri) as client:
+        if version is None:
+            if registry.CHAMPION in client.get_registered_model(name).aliases:
+                client.delete_registered_model_alias(name, registry.CHAMPION)
+        else:
+            client.set_registered_model_alias(name, registry.CHAMPION, str(version))
+
+
+def log_shadow_comparison(
+    tracking_uri: str,
+    version: int,
+    daily: pd.DataFrame,
+    summary: dict,
+    tags: dict[str, str] | None = None,
+    artifact_location: str | None = None,
+) -> str:
+    """One MLflow run in `agent-router-shadow`: agreement and success of agreeing vs disagreeing decisions."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    from learning_pipeline.lib.learning import registry
+
+    with registry.tracking(tracking_uri) as client, tempfile.TemporaryDirectory() as tmp:
+        exp_id = registry.ensure_experiment(client, SHADOW_EXPERIMENT, artifact_location)
+        with mlflow.start_run(
+            experiment_id=exp_id,
+            run_name=f"shadow-v{version}",
+            tags={"model_version": str(version), **(tags or {})},
+        ) as run:
+            metrics = {
+                k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and np.isfinite(v)
+            }
+            mlflow.log_metrics(metrics)
+            path = Path(tmp) / "shadow_daily.csv"
+            daily.to_csv(path, index=False)
+            mlflow.log_artifact(str(path))
+            for step, row in enumerate(daily.itertuples()):
+                values = {"daily_agreement_rate": float(row.agreement_rate)}
+                if pd.notna(row.success_agree):
+                    values["daily_success_agree"] = float(row.success_agree)
+                mlflow.log_metrics(values, step=step)
+        return run.info.run_id

@@ -1,0 +1,1 @@
+"""Bandit math: Thompson sampling posteriors, off-policy estimators, the routing policy and its gate."""

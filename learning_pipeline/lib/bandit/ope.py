@@ -1,0 +1,357 @@
+"""Off-policy evaluation of routing policies on logged outcome events (vectorized numpy).
+
+A routing policy maps an event's (task_type, context) to a distribution over agents. The logged
+events say which agent the live router chose (`selection_propensity` = the probability it chose it)
+and how that went (reward in [0, 1]). From them we estimate the success rate a *different* policy
+would have had, without running it.
+
+Estimators (n held-out events, logged action a_i, reward r_i, logging propensity p_i, target
+probabilities pi(a | x_i), reward model q(x, a)):
+
+- ``ips``     inverse propensity scoring: mean(w_i r_i), w_i = pi(a_i | x_i) / p_i. Unbiased when
+              propensities are right; high variance when w is large.
+- ``snips``   self-normalized IPS: sum(w_i r_i) / sum(w_i). Slightly biased, much lower variance.
+- ``dr``      doubly robust: mean(sum_a pi(a|x_i) q(x_i,a) + w_i (r_i - q(x_i, a_i))). Unbiased if
+              either the propensities or the reward model are right; lowest variance of the three
+              when the reward model is decent.
+- ``replay``  (no propensities) mean reward over events where the logged action is the one the
+              policy picks (weighted by pi(a_i | x_i) for stochastic policies). Unbiased only when the
+              logging policy chose uniformly at random among the candidates; labelled as such.
+- ``dm``      direct method (no propensities needed): mean(sum_a pi(a|x_i) q(x_i, a)). Only as good as
+              the reward model; labelled as model-based.
+
+Every estimator is a ratio of two sums of per-event terms, so one bootstrap serves all: events are
+split into at most ``max_groups`` random groups, per-group sums are resampled with multinomial counts
+(exact iid bootstrap when n <= max_groups, a random-block bootstrap otherwise), with a fixed seed.
+Policies evaluated together share the resamples, so their *difference* has a paired interval.
+
+Which estimator the eval gate uses (``gate_estimator``): ``dr`` when at least ``min_coverage`` of the
+held-out events carry a propensity (unbiased under correct propensities, lowest variance, and its
+reward model is fitted only on events before the cut-off), otherwise ``replay`` (model-free; the DM
+would let a policy grade itself with its own reward model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+ESTIMATOR_LABELS = {
+    "ips": "inverse propensity scoring (needs logged propensities)",
+    "snips": "self-normalized IPS (needs logged propensities)",
+    "dr": "doubly robust: IPS correction of the direct method (needs logged propensities)",
+    "replay": "replay: matching logged actions only, no propensities (unbiased only for uniform logging)",
+    "dm": "direct method: reward-model prediction, no propensities (model-based, can be biased)",
+}
+PROPENSITY_ESTIMATORS = ("ips", "snips", "dr")
+NO_PROPENSITY_ESTIMATORS = ("replay", "dm")
+
+# Reward of an event: success = 1, failure / timeout = 0, partial = its quality_score (0.5 without one).
+PARTIAL_DEFAULT_REWARD = 0.5
+
+
+def rewards_from_status(status: np.ndarray, quality_score: np.ndarray | None = None) -> np.ndarray:
+    """Map statuses (success/failure/partial/timeout) to rewards in [0, 1]; unknown statuses raise."""
+    status = np.asarray(status, dtype=object).astype(str)
+    reward = np.full(status.shape, np.nan)
+    reward[status == "success"] = 1.0
+    reward[(status == "failure") | (status == "timeout")] = 0.0
+    partial = status == "partial"
+    if quality_score is not None:
+        q = np.asarray(quality_score, dtype=float)
+        reward[partial] = np.where(np.isnan(q[partial]), PARTIAL_DEFAULT_REWARD, np.clip(q[partial], 0, 1))
+    else:
+        reward[partial] = PARTIAL_DEFAULT_REWARD
+    bad = np.isnan(reward)
+    if bad.any():
+        raise ValueError(f"unknown status values: {sorted(set(status[bad].tolist()))[:5]}")
+    return reward
+
+
+@dataclass(frozen=True)
+class LoggedData:
+    """Held-out events as arrays: `actions` index into `agents`; `propensities` NaN where unknown."""
+
+    agents: tuple[str, ...]
+    actions: np.ndarray  # int, (n,)
+    rewards: np.ndarray  # float in [0, 1], (n,)
+    propensities: np.ndarray  # float in (0, 1] or NaN, (n,)
+
+    def __post_init__(self):
+        n = len(self.actions)
+        if len(self.rewards) != n or len(self.propensities) != n:
+            raise ValueError("actions, rewards and propensities must have the same length")
+        if n and (self.actions.min() < 0 or self.actions.max() >= len(self.agents)):
+            raise ValueError("action index out of range of agents")
+        if n and (np.nanmin(self.rewards) < 0 or np.nanmax(self.rewards) > 1 or np.isnan(self.rewards).any()):
+            raise ValueError("rewards must be in [0, 1] with no missing values")
+        p = self.propensities[~np.isnan(self.propensities)]
+        if p.size and (p.min() <= 0 or p.max() > 1):
+            raise ValueError("propensities must be in (0, 1]")
+
+    @property
+    def n(self) -> int:
+        return len(self.actions)
+
+    @property
+    def propensity_coverage(self) -> float:
+        return float((~np.isnan(self.propensities)).mean()) if self.n else 0.0
+
+    @classmethod
+    def from_columns(cls, agent_name, reward, propensity=None, agents=None) -> LoggedData:
+        agent_name = np.asarray(agent_name, dtype=object).astype(str)
+        universe = tuple(agents) if agents is not None else tuple(np.unique(agent_name).tolist())
+        actions = pd.Categorical(agent_name, categories=list(universe)).codes.astype(np.int64)
+        if (actions < 0).any():
+            missing = sorted(set(agent_name[actions < 0].tolist()))[:5]
+            raise ValueError(f"logged agents missing from the agent list: {missing}")
+        prop = (
+            np.full(len(agent_name), np.nan)
+            if propensity is None
+            else np.asarray(propensity, dtype=float).copy()
+        )
+        return cls(universe, actions, np.asarray(reward, dtype=float), prop)
+
+
+@dataclass
+class Estimate:
+    estimator: str
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int  # events contributing (replay: matched events; others: all events used)
+    label: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PolicyEvaluation:
+    """Estimates of one or more policies' values, plus paired differences against a reference."""
+
+    estimates: dict[str, dict[str, Estimate]]  # policy -> estimator -> Estimate
+    differences: dict[str, dict[str, Estimate]] = field(default_factory=dict)  # policy - reference
+    reference: str | None = None
+    gate_estimator: str = "replay"
+    n_events: int = 0
+    propensity_coverage: float = 0.0
+    n_bootstrap: int = 0
+    confidence: float = 0.95
+
+    def value(self, policy: str, estimator: str | None = None) -> Estimate:
+        return self.estimates[policy][estimator or self.gate_estimator]
+
+    def difference(self, policy: str, estimator: str | None = None) -> Estimate:
+        return self.differences[policy][estimator or self.gate_estimator]
+
+    def flat_metrics(self) -> dict[str, float]:
+        """`<policy>.<estimator>[_ci_low|_ci_high|_n]` -> value, for MLflow metrics and tables."""
+        out: dict[str, float] = {}
+        for policy, by_est in self.estimates.items():
+            for name, est in by_est.items():
+                out[f"{policy}.{name}"] = est.value
+                out[f"{policy}.{name}_ci_low"] = est.ci_low
+                out[f"{policy}.{name}_ci_high"] = est.ci_high
+                out[f"{policy}.{name}_n"] = float(est.n)
+        for policy, by_est in self.differences.items():
+            for name, est in by_est.items():
+                out[f"{policy}_minus_{self.reference}.{name}"] = est.value
+                out[f"{policy}_minus_{self.reference}.{name}_ci_low"] = est.ci_low
+                out[f"{policy}_minus_{self.reference}.{name}_ci_high"] = est.ci_high
+        return out
+
+
+def choose_gate_estimator(propensity_coverage: float, min_coverage: float = 0.95) -> str:
+    """DR when (nearly) every held-out event has a propensity, else replay. See the module docstring."""
+    return "dr" if propensity_coverage >= min_coverage else "replay"
+
+
+def _check_probs(target_probs: np.ndarray, n: int, k: int, name: str) -> np.ndarray:
+    probs = np.asarray(target_probs, dtype=float)
+    if probs.shape != (n, k):
+        raise ValueError(f"{name}: target probabilities must have shape ({n}, {k}), got {probs.shape}")
+    if n and (probs.min() < -1e-12 or np.abs(probs.sum(axis=1) - 1).max() > 1e-6):
+        raise ValueError(f"{name}: each row of target probabilities must be a distribution over agents")
+    return probs
+
+
+def _terms(
+    data: LoggedData, probs: np.ndarray, reward_model: np.ndarray | None, with_propensity: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-event (numerator, denominator) terms; each estimator = sum(num) / sum(den)."""
+    n = data.n
+    rows = np.arange(n)
+    pi_a = probs[rows, data.actions]
+    r = data.rewards
+    ones = np.ones(n)
+    terms: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        "replay": (pi_a * r, pi_a),
+    }
+    if reward_model is not None:
+        dm = (probs * reward_model).sum(axis=1)
+        terms["dm"] = (dm, ones)
+    if with_propensity.any():
+        m = with_propensity.astype(float)
+        p = np.where(with_propensity, data.propensities, 1.0)
+        w = m * pi_a / p
+        terms["ips"] = (w * r, m)
+        terms["snips"] = (w * r, w)
+        if reward_model is not None:
+            q_a = reward_model[rows, data.actions]
+            terms["dr"] = (m * (dm + w * (r - q_a)), m)
+    return terms
+
+
+def _bootstrap_sums(
+    columns: np.ndarray, n_bootstrap: int, seed: int, max_groups: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Point sums (c,) and bootstrap sums (B, c) of per-event columns (n, c)."""
+    n, c = columns.shape
+    rng = np.random.default_rng(seed)
+    totals = columns.sum(axis=0)
+    if n == 0 or n_bootstrap <= 0:
+        return totals, np.empty((0, c))
+    if n <= max_groups:
+        groups, g = columns, n
+    else:
+        g = max_groups
+        assign = rng.integers(0, g, size=n)
+        groups = np.stack([np.bincount(assign, weights=columns[:, j], minlength=g) for j in range(c)], axis=1)
+    counts = rng.multinomial(g, np.full(g, 1.0 / g), size=n_bootstrap).astype(float)
+    return totals, counts @ groups
+
+
+def evaluate_policies(
+    data: LoggedData,
+    target_probs: dict[str, np.ndarray],
+    reward_model: np.ndarray | None = None,
+    reference: str | None = None,
+    n_bootstrap: int = 500,
+    confidence: float = 0.95,
+    seed: int = 0,
+    max_groups: int = 4096,
+    min_propensity_coverage: float = 0.95,
+) -> PolicyEvaluation:
+    """Estimate each target policy's value with every applicable estimator, with bootstrap intervals.
+
+    target_probs: policy name -> (n, k) probabilities over `data.agents` (one-hot for a deterministic
+    top-1 policy). reward_model: (n, k) predicted reward per event and agent (for DR and DM), fitted on
+    data that does not include these events. reference: a policy name; differences `policy - reference`
+    get paired intervals from the same resamples.
+    """
+    n, k = data.n, len(data.agents)
+    if n == 0:
+        raise ValueError("no held-out events to evaluate on")
+    if reward_model is not None:
+        reward_model = np.clip(np.asarray(reward_model, dtype=float), 0.0, 1.0)
+        if reward_model.shape != (n, k):
+            raise ValueError(f"reward model must have shape ({n}, {k}), got {reward_model.shape}")
+    with_prop = ~np.isnan(data.propensities)
+    names = list(target_probs)
+    per_policy = {
+        name: _terms(data, _check_probs(target_probs[name], n, k, name), reward_model, with_prop)
+        for name in names
+    }
+    layout: list[tuple[str, str]] = [(p, e) for p in names for e in per_policy[p]]
+    cols = np.empty((n, 2 * len(layout)))
+    for j, (p, e) in enumerate(layout):
+        cols[:, 2 * j], cols[:, 2 * j + 1] = per_policy[p][e]
+    totals, boot = _bootstrap_sums(cols, n_bootstrap, seed, max_groups)
+    lo_q, hi_q = (1 - confidence) / 2, 1 - (1 - confidence) / 2
+
+    def ratio(num, den):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+    point = ratio(totals[0::2], totals[1::2])
+    samples = ratio(boot[:, 0::2], boot[:, 1::2]) if len(boot) else np.empty((0, len(layout)))
+
+    def interval(s: np.ndarray, fallback: float) -> tuple[float, float]:
+        s = s[~np.isnan(s)]
+        if s.size == 0:
+            return fallback, fallback
+        return float(np.quantile(s, lo_q)), float(np.quantile(s, hi_q))
+
+    def contributing(p: str, e: str) -> int:
+        num, den = per_policy[p][e]
+        if e == "replay":
+            return int((den > 0).sum())
+        if e in PROPENSITY_ESTIMATORS:
+            return int(with_prop.sum())
+        return n
+
+    estimates: dict[str, dict[str, Estimate]] = {p: {} for p in names}
+    col_of = {}
+    for j, (p, e) in enumerate(layout):
+        col_of[(p, e)] = j
+        lo, hi = interval(samples[:, j], float(point[j]))
+        estimates[p][e] = Estimate(e, float(point[j]), lo, hi, contributing(p, e), ESTIMATOR_LABELS[e])
+    differences: dict[str, dict[str, Estimate]] = {}
+    if reference is not None:
+        if reference not in per_policy:
+            raise ValueError(f"reference policy {reference!r} not among {names}")
+        for p in names:
+            if p == reference:
+                continue
+            differences[p] = {}
+            for e in per_policy[p]:
+                if (reference, e) not in col_of:
+                    continue
+                a, b = col_of[(p, e)], col_of[(reference, e)]
+                d_point = float(point[a] - point[b])
+                lo, hi = interval(samples[:, a] - samples[:, b], d_point)
+                differences[p][e] = Estimate(e, d_point, lo, hi, contributing(p, e), ESTIMATOR_LABELS[e])
+    coverage = data.propensity_coverage
+    gate = choose_gate_estimator(coverage, min_propensity_coverage)
+    if gate == "dr" and reward_model is None:
+        gate = "snips"
+    return PolicyEvaluation(
+        estimates=estimates,
+        differences=differences,
+        reference=reference,
+        gate_estimator=gate,
+        n_events=n,
+        propensity_coverage=coverage,
+        n_bootstrap=n_bootstrap,
+        confidence=confidence,
+    )
+
+
+def one_hot(choice: np.ndarray, k: int) -> np.ndarray:
+    """Deterministic policy probabilities from chosen action indices (n,) -> (n, k)."""
+    out = np.zeros((len(choice), k))
+    out[np.arange(len(choice)), choice] = 1.0
+    return out
+
+
+def uniform_policy(available: np.ndarray) -> np.ndarray:
+    """Uniform-random policy over the available agents of each event; available is a bool (n, k) mask."""
+    avail = np.asarray(available, dtype=float)
+    counts = avail.sum(axis=1, keepdims=True)
+    if (counts == 0).any():
+        raise ValueError("every event needs at least one available agent")
+    return avail / counts
+
+
+def brier_score(predicted: np.ndarray, outcome: np.ndarray) -> float:
+    p = np.asarray(predicted, dtype=float)
+    y = np.asarray(outcome, dtype=float)
+    return float(np.mean((p - y) ** 2)) if p.size else float("nan")
+
+
+def log_loss(predicted: np.ndarray, outcome: np.ndarray, eps: float = 1e-6) -> float:
+    """Cross-entropy of predicted success probabilities against outcomes in [0, 1] (partials are fractional)."""
+    p = np.clip(np.asarray(predicted, dtype=float), eps, 1 - eps)
+    y = np.asarray(outcome, dtype=float)
+    if not p.size:
+        return float("nan")
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def calibration(reward_model: np.ndarray, data: LoggedData) -> dict[str, float]:
+    """Brier score and log loss of the predicted success probability of the agent actually chosen."""
+    q_a = np.asarray(reward_model)[np.arange(data.n), data.actions]
+    return {"brier": brier_score(q_a, data.rewards), "log_loss": log_loss(q_a, data.rewards)}

@@ -1,0 +1,1 @@
+"""Outcome events: the schema, staging of landing files, vectorized validation, PII redaction."""

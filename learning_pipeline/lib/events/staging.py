@@ -1,0 +1,371 @@
+"""Staging: split each landing file by event date, once, into Parquet with every field kept as JSON text.
+
+A landing file (JSONL, optionally gzipped, or Parquet) is read once. Its records are routed to the UTC date
+of their `timestamp`; records without a usable timestamp (malformed, missing, unparseable, far in the future,
+before the first partition) are routed to the date they arrived, where validation quarantines them. Nothing
+is typed or rejected here: validation (`validation.py`) does that per partition, so re-running a partition
+never re-parses JSON.
+
+Each staged landing file gets one line in the append-only staging log (`staging/_log.jsonl`), written under a
+file lock with a sequence number. The log is the commit point: staged Parquet without a log line is never
+read. The landing-zone sensor follows the log with its cursor; partitions read the log to find their files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from learning_pipeline.lib.events.schema import FIELD_NAMES
+from learning_pipeline.lib.storage.lake import LakePaths
+from learning_pipeline.lib.storage.warehouse import sql_literal
+
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
+PARQUET_SUFFIXES = (".parquet",)
+RAW_RECORD_COLUMN = "raw_record"
+SOURCE_REF_COLUMN = "source_ref"
+
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+DEFAULT_MAX_FUTURE_SKEW = timedelta(hours=1)
+# Longest record kept verbatim in the quarantine; the landing file keeps the whole record.
+RAW_RECORD_KEEP_BYTES = 64 * 1024
+# Largest JSON object the fast reader accepts; bigger records are handled line by line (and are oversized).
+MAX_LINE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StagingRules:
+    first_date: date
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One line of the staging log: a landing file and where its records went."""
+
+    seq: int
+    landing_file: str
+    size: int
+    mtime_ns: int
+    staged_at: str
+    records: int
+    dates: dict[str, int] = field(default_factory=dict)
+    staged: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+def is_landing_file(path: Path) -> bool:
+    name = path.name.lower()
+    return not name.startswith(".") and name.endswith(JSON_SUFFIXES + PARQUET_SUFFIXES)
+
+
+def list_landing_files(paths: LakePaths) -> list[Path]:
+    return sorted(p for p in paths.landing.rglob("*") if p.is_file() and is_landing_file(p))
+
+
+def _log_path(paths: LakePaths) -> Path:
+    return paths.staging / "_log.jsonl"
+
+
+@contextmanager
+def _log_lock(paths: LakePaths):
+    paths.staging.mkdir(parents=True, exist_ok=True)
+    with open(paths.staging / "_log.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_log(paths: LakePaths, after_seq: int = 0) -> list[StagedFile]:
+    """Log entries with seq > after_seq; a torn last line (crash mid-append) is ignored."""
+    log = _log_path(paths)
+    if not log.exists():
+        return []
+    entries = []
+    with open(log, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                entry = StagedFile(**json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                continue
+            if entry.seq > after_seq:
+                entries.append(entry)
+    return entries
+
+
+def current_entries(paths: LakePaths) -> dict[str, StagedFile]:
+    """The latest log entry of every landing file."""
+    return {entry.landing_file: entry for entry in read_log(paths)}
+
+
+def _append_log(paths: LakePaths, entry: StagedFile) -> StagedFile:
+    with _log_lock(paths):
+        last = read_log(paths)
+        seq = (last[-1].seq if last else 0) + 1
+        entry = StagedFile(**{**entry.__dict__, "seq": seq})
+        with open(_log_path(paths), "a", encoding="utf-8") as handle:
+            handle.write(entry.to_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    return entry
+
+
+def _file_id(relative: str) -> str:
+    """A file-system-safe, unique name for a landing file (its name is data, never a path)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", relative)[-80:].lstrip(".")
+    return f"{slug}-{hashlib.sha256(relative.encode()).hexdigest()[:12]}"
+
+
+def _json_columns_sql() -> str:
+    return "{" + ", ".join(f"{sql_literal(name)}: 'JSON'" for name in FIELD_NAMES) + "}"
+
+
+_NO_ERROR = "NULL::VARCHAR AS parse_error, NULL::VARCHAR AS raw_record"
+
+
+def _read_json_sql(path: Path) -> str:
+    """DuckDB's JSON reader with every field as JSON text: the fast path, refused by files with bad lines."""
+    fields = ", ".join(f'"{f}"::VARCHAR AS "{f}"' for f in FIELD_NAMES)
+    return (
+        f"SELECT row_number() OVER () AS record_number, {fields} FROM read_json({sql_literal(str(path))}, "
+        f"columns = {_json_columns_sql()}, format = 'newline_delimited', records = true, "
+        f"maximum_object_size = {MAX_LINE_BYTES})"
+    )
+
+
+def _classify_sql(raw_line: str, max_bytes: int) -> str:
+    """Why a raw line is not a record we can read (NULL when it is); the JSON parse runs once per line."""
+    return f"""CASE
+        WHEN {raw_line} IS NULL THEN 'malformed_json: empty record'
+        WHEN strlen({raw_line}) > {max_bytes}
+          THEN 'oversized_payload: record of ' || strlen({raw_line}) || ' bytes exceeds {max_bytes}'
+        WHEN NOT json_valid({raw_line}) THEN 'malformed_json: not valid JSON'
+        WHEN left(ltrim({raw_line}), 1) <> '{{'
+          THEN 'malformed_json: a record must be a JSON object, got ' || json_type({raw_line})
+    END"""
+
+
+def _load_lines(con: duckdb.DuckDBPyConnection, path: Path, max_bytes: int) -> None:
+    """Temp table `lines(record_number, raw_line, source_ref, parse_error)`, one row per record."""
+    literal = sql_literal(str(path))
+    if path.name.lower().endswith(PARQUET_SUFFIXES):
+        source = (
+            f"SELECT {RAW_RECORD_COLUMN}::VARCHAR AS raw_line, {SOURCE_REF_COLUMN}::VARCHAR AS source_ref "
+            f"FROM read_parquet({literal}, union_by_name = true)"
+        )
+    else:
+        source = (
+            "SELECT line AS raw_line, NULL::VARCHAR AS source_ref "
+            f"FROM read_csv({literal}, columns = {{'line': 'VARCHAR'}}, "
+            "header = false, delim = '\\0', quote = '', escape = '', auto_detect = false, "
+            f"max_line_size = {MAX_LINE_BYTES}) WHERE trim(line) <> ''"
+        )
+
+    def create(source_sql: str) -> None:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE lines AS SELECT row_number() OVER () AS record_number, raw_line, "
+            f"source_ref, {_classify_sql('raw_line', max_bytes)} AS parse_error FROM ({source_sql})"
+        )
+
+    try:
+        create(source)
+    except (duckdb.InvalidInputException, duckdb.ConversionException):
+        # Bytes that are not UTF-8: decode them as visible \xNN escapes so each record is kept and quarantined.
+        data = path.read_bytes()
+        if path.name.lower().endswith(".gz"):
+            data = gzip.decompress(data)
+        text = pa.array(data.decode("utf-8", errors="backslashreplace").split("\n"), pa.string())
+        con.register("decoded_lines", pa.table({"line": text}))
+        try:
+            create(
+                "SELECT line AS raw_line, NULL::VARCHAR AS source_ref FROM decoded_lines WHERE trim(line) <> ''"
+            )
+        finally:
+            con.unregister("decoded_lines")
+
+
+def _line_by_line_sql(con: duckdb.DuckDBPyConnection, path: Path, rules: StagingRules, scratch: Path) -> str:
+    """Records of a file with bad lines: bad lines keep their reason, good ones still go through read_json.
+
+    The good lines are written to a scratch JSONL (minified, in order) and read back with the fast reader,
+    so a single bad line does not make the whole file pay for a per-line JSON transform.
+    """
+    _load_lines(con, path, rules.max_record_bytes)
+    con.execute(
+        "COPY (SELECT CASE WHEN contains(raw_line, chr(10)) THEN json(raw_line)::VARCHAR ELSE raw_line END "
+        "FROM lines WHERE parse_error IS NULL ORDER BY record_number) "
+        f"TO {sql_literal(str(scratch))} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\\0')"
+    )
+    nulls = ", ".join(f'NULL::VARCHAR AS "{f}"' for f in FIELD_NAMES)
+    fields = ", ".join(f'j."{f}"' for f in FIELD_NAMES)
+    return f"""
+    SELECT g.record_number, g.source_ref, {_NO_ERROR}, {fields}
+    FROM ({_read_json_sql(scratch)}) AS j
+    JOIN (SELECT record_number, source_ref, row_number() OVER (ORDER BY record_number) AS k
+          FROM lines WHERE parse_error IS NULL) AS g ON g.k = j.record_number
+    UNION ALL
+    SELECT record_number, source_ref, parse_error, left(raw_line, {RAW_RECORD_KEEP_BYTES}) AS raw_record, {nulls}
+    FROM lines WHERE parse_error IS NOT NULL"""
+
+
+def _fields_source_sql(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
+    """SQL giving record_number, source_ref, parse_error, raw_record and one JSON-text column per field.
+
+    None for raw-lines Parquet batches, which are always read line by line.
+    """
+    if not path.name.lower().endswith(PARQUET_SUFFIXES):
+        return (
+            f"SELECT record_number, NULL::VARCHAR AS source_ref, {_NO_ERROR}, * EXCLUDE (record_number) "
+            f"FROM ({_read_json_sql(path)})"
+        )
+    literal = sql_literal(str(path))
+    columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({literal})").fetchall()}
+    if RAW_RECORD_COLUMN in columns:
+        return None
+    fields = ", ".join(
+        f'to_json("{f}")::VARCHAR AS "{f}"' if f in columns else f'NULL::VARCHAR AS "{f}"'
+        for f in FIELD_NAMES
+    )
+    return (
+        f"SELECT row_number() OVER () AS record_number, NULL::VARCHAR AS source_ref, {_NO_ERROR}, {fields} "
+        f"FROM read_parquet({literal})"
+    )
+
+
+def _routed_sql(source_sql: str, landing_file: str, received_at: datetime, rules: StagingRules) -> str:
+    """Add lineage columns and the routing date (event date when usable, else arrival date)."""
+    received = sql_literal(received_at.isoformat())
+    latest = sql_literal((received_at + rules.max_future_skew).isoformat())
+    return f"""
+    SELECT {sql_literal(landing_file)} AS source_file, {received}::TIMESTAMPTZ AS received_at, src.*,
+           CASE
+             WHEN parse_error IS NULL AND json_type("timestamp") = 'VARCHAR'
+                  AND TRY_CAST("timestamp"->>'$' AS TIMESTAMPTZ) <= {latest}::TIMESTAMPTZ
+                  AND TRY_CAST("timestamp"->>'$' AS TIMESTAMPTZ) >= {sql_literal(rules.first_date.isoformat())}::TIMESTAMPTZ
+             THEN CAST(TRY_CAST("timestamp"->>'$' AS TIMESTAMPTZ) AS DATE)
+             ELSE CAST({received}::TIMESTAMPTZ AS DATE)
+           END AS event_date
+    FROM ({source_sql}) AS src"""
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def stage_file(paths: LakePaths, path: Path, rules: StagingRules) -> StagedFile:
+    """Split one landing file by routing date into staging Parquet and commit it to the log."""
+    relative = path.relative_to(paths.landing).as_posix()
+    stat = path.stat()
+    received_at = datetime.now(UTC)
+    token = uuid.uuid4().hex[:8]
+    out_dir = paths.staging / f".tmp-{token}"
+    paths.staging.mkdir(parents=True, exist_ok=True)
+    con = _connect()
+    try:
+        target = sql_literal(str(out_dir))
+        # Small row groups: a day's validation then reads its staged files on every core.
+        copy_options = (
+            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 16384, PARTITION_BY (event_date), "
+            "FILENAME_PATTERN 'part_{i}')"
+        )
+        source = _fields_source_sql(con, path)
+        try:
+            if source is None:
+                raise duckdb.InvalidInputException("raw-lines batch")
+            con.execute(
+                f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {target} {copy_options}"
+            )
+        except duckdb.InvalidInputException:
+            # The fast reader refuses files with bad lines; split those off line by line and keep each one.
+            shutil.rmtree(out_dir, ignore_errors=True)
+            source = _line_by_line_sql(con, path, rules, paths.staging / f".scratch-{token}.jsonl")
+            con.execute(
+                f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {target} {copy_options}"
+            )
+        parts = sorted(out_dir.glob("event_date=*/*.parquet"))
+        counts: dict[str, int] = {}
+        staged: dict[str, str] = {}
+        file_id = f"{_file_id(relative)}-{token}"
+        for part in parts:
+            day = part.parent.name.removeprefix("event_date=")
+            if day in staged:
+                raise RuntimeError(f"expected one staged part for {relative} on {day}")
+            counts[day] = con.execute(
+                f"SELECT count(*) FROM read_parquet({sql_literal(str(part))})"
+            ).fetchone()[0]
+            final = paths.staging / f"event_date={day}" / f"{file_id}.parquet"
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(part, final)
+            staged[day] = final.relative_to(paths.staging).as_posix()
+    finally:
+        con.close()
+        shutil.rmtree(out_dir, ignore_errors=True)
+        (paths.staging / f".scratch-{token}.jsonl").unlink(missing_ok=True)
+    entry = StagedFile(
+        seq=0,
+        landing_file=relative,
+        size=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
+        staged_at=received_at.isoformat(),
+        records=int(sum(counts.values())),
+        dates={day: int(n) for day, n in counts.items()},
+        staged=staged,
+    )
+    return _append_log(paths, entry)
+
+
+def pending_landing_files(paths: LakePaths) -> list[Path]:
+    """Landing files never staged, or changed since they were."""
+    known = current_entries(paths)
+    pending = []
+    for path in list_landing_files(paths):
+        entry = known.get(path.relative_to(paths.landing).as_posix())
+        stat = path.stat()
+        if entry is None or (entry.size, entry.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+            pending.append(path)
+    return pending
+
+
+def stage_pending(paths: LakePaths, rules: StagingRules, max_files: int | None = None) -> list[StagedFile]:
+    """Stage every pending landing file (at most max_files); idempotent.
+
+    Processes (the landing sensor, ingest runs) take turns under a file lock, and each re-reads the log
+    inside it, so a landing file is never staged twice. Within one process, files are staged on one thread
+    per core: DuckDB reads a single JSON file on one core.
+    """
+    paths.staging.mkdir(parents=True, exist_ok=True)
+    with open(paths.staging / "_stage.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pending = pending_landing_files(paths)[:max_files]
+            with ThreadPoolExecutor(max_workers=max(1, min(len(pending), os.cpu_count() or 1))) as pool:
+                return list(pool.map(lambda path: stage_file(paths, path, rules), pending))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def staged_files_for(paths: LakePaths, event_date: str) -> list[Path]:
+    """Staged Parquet of one date, from the latest log entry of each landing file, in landing-file order."""
+    entries = sorted(current_entries(paths).values(), key=lambda e: e.landing_file)
+    return [paths.staging / e.staged[event_date] for e in entries if event_date in e.staged]

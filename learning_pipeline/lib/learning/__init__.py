@@ -1,0 +1,1 @@
+"""One learning cycle (train a candidate, evaluate it offline, gate it) and the MLflow registry."""

@@ -1,0 +1,580 @@
+"""One learning cycle over the lake: train a candidate up to a cut-off, evaluate it after, log, register.
+
+Time split (whole UTC days, the partition grain):
+    training window   [cutoff - window_days, cutoff)      -> posteriors (+ optional contextual model)
+    held-out window   [cutoff, cutoff + eval_days)        -> off-policy evaluation of candidate vs champion
+For a daily partition D the cycle uses cutoff = D - eval_days + 1, i.e. it evaluates on the partition's
+day (and the days before it when eval_days > 1) and trains on the window before.
+
+The contextual model (scikit-learn logistic regression on one-hot task_type, context keys, agent and the
+agent's interactions with each of them) is fitted on
+the first part of the training window and kept only if its log loss on the last `validation_days` of the
+window beats the posteriors fitted on the same part; then it is refitted on the whole window.
+
+Tables kept in the lake (Parquet, queryable with `warehouse.lake_connection`):
+    lake/model_versions/data.parquet        rewritten from the MLflow registry after every change
+    lake/learning_events/<time>-<id>.parquet one file per learning event (evaluation, rollback)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from learning_pipeline.lib.bandit import thompson
+from learning_pipeline.lib.bandit.policy import (
+    DEFAULT_CONTEXT_KEYS,
+    CycleEvaluation,
+    RoutingPolicy,
+    evaluate_candidate,
+    fit_contextual_model,
+    weighted_log_loss,
+)
+from learning_pipeline.lib.learning import registry
+from learning_pipeline.lib.storage.lake import LakePaths, new_batch_name, write_parquet_atomic
+from learning_pipeline.lib.storage.sql_runner import SqlProject
+from learning_pipeline.lib.storage.warehouse import quote_identifier, sql_literal
+
+REWARD_SQL = {
+    # the bandit's rule (same as stg_outcome_events.reward and the posteriors)
+    "graded": "CASE status WHEN 'success' THEN 1.0 WHEN 'partial' THEN coalesce(quality_score, 0.5) ELSE 0.0 END",
+    # the plain success rate
+    "success": "CASE status WHEN 'success' THEN 1.0 ELSE 0.0 END",
+}
+
+LEARNING_EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("model_version_id", pa.string()),
+        pa.field(
+            "event_type", pa.string(), nullable=False
+        ),  # evaluation_accepted / evaluation_rejected / rollback
+        pa.field("batch_size", pa.int64()),
+        pa.field("samples_processed", pa.int64()),
+        pa.field("metrics_before", pa.string()),
+        pa.field("metrics_after", pa.string()),
+        pa.field("improvement", pa.float64()),
+        pa.field("duration_ms", pa.float64()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("partition_key", pa.string()),
+        pa.field("dagster_run_id", pa.string()),
+        pa.field("mlflow_run_id", pa.string()),
+        pa.field("parent_version", pa.int64()),
+    ]
+)
+
+
+@dataclass
+class CycleConfig:
+    alpha0: float = 1.0
+    beta0: float = 1.0
+    half_life_days: float | None = None
+    window_days: int = 28
+    eval_days: int = 1
+    context_keys: tuple[str, ...] = DEFAULT_CONTEXT_KEYS
+    contextual_model: bool = True
+    validation_days: int = 2
+    min_validation_gain: float = 0.001  # log-loss improvement the contextual model needs
+    reward_rule: str = "graded"
+    n_bootstrap: int = 500
+    seed: int = 0
+    min_improvement: float = 0.02
+    max_regression: float = 0.01
+    min_propensity_coverage: float = 0.95
+
+    def __post_init__(self):
+        self.context_keys = tuple(self.context_keys)
+        if self.reward_rule not in REWARD_SQL:
+            raise ValueError(f"reward_rule must be one of {sorted(REWARD_SQL)}")
+        if self.window_days < 1 or self.eval_days < 1:
+            raise ValueError("window_days and eval_days must be >= 1")
+
+    def params(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["context_keys"] = list(self.context_keys)
+        return out
+
+
+@dataclass
+class Window:
+    train_start: date
+    cutoff: date
+    eval_end: date  # inclusive
+
+    @classmethod
+    def for_partition(cls, partition: str | date, config: CycleConfig) -> Window:
+        day = date.fromisoformat(partition) if isinstance(partition, str) else partition
+        cutoff = day - timedelta(days=config.eval_days - 1)
+        return cls(cutoff - timedelta(days=config.window_days), cutoff, day)
+
+    def params(self) -> dict[str, str]:
+        return {
+            "train_start": self.train_start.isoformat(),
+            "cutoff": self.cutoff.isoformat(),
+            "eval_end": self.eval_end.isoformat(),
+        }
+
+
+def _context_select(keys: tuple[str, ...]) -> str:
+    """Context keys (configuration, so data) as columns: quoted as a JSON path literal and an identifier."""
+    return ", ".join(
+        f"json_extract_string(context, {sql_literal('$.' + json.dumps(k))}) AS {quote_identifier(k)}"
+        for k in keys
+    )
+
+
+def daily_aggregates(
+    con: duckdb.DuckDBPyConnection, start: date, end: date, keys: tuple[str, ...]
+) -> pd.DataFrame:
+    """The `agent_daily_stats` SQL model over [start, end] (inclusive)."""
+    cur = con.cursor()
+    try:
+        SqlProject.load().run(
+            cur,
+            select=["agent_daily_stats"],
+            vars={"start_date": start, "end_date": end, "context_keys": list(keys)},
+        )
+        return cur.execute('SELECT * FROM "agent_daily_stats"').df()
+    finally:
+        cur.close()
+
+
+def joint_cells(con, start: date, end: date, keys: tuple[str, ...], reward_rule: str) -> pd.DataFrame:
+    """One scan of the events: per (event_date, task_type, context keys..., agent) the counts of
+    agent_daily_stats (n_events, successes, failures, partials, timeouts, partial_reward, last_event_at) and
+    n / reward_sum under `reward_rule`.
+
+    Events are grouped by their raw context text first and the JSON is parsed only for the distinct
+    groups (a few thousand instead of millions of rows).
+    """
+    extract = _context_select(keys)
+    cols = ", ".join(quote_identifier(k) for k in keys)
+    sql = f"""
+        WITH raw AS (
+            SELECT cast(event_date AS DATE) AS event_date,
+                   coalesce(task_type, action_type, 'unspecified') AS task_type, context, agent_name,
+                   count(*) AS n_events,
+                   count(*) FILTER (WHERE status = 'success') AS successes,
+                   count(*) FILTER (WHERE status = 'failure') AS failures,
+                   count(*) FILTER (WHERE status = 'partial') AS partials,
+                   count(*) FILTER (WHERE status = 'timeout') AS timeouts,
+                   coalesce(sum(coalesce(quality_score, 0.5)) FILTER (WHERE status = 'partial'), 0) AS partial_reward,
+                   sum({REWARD_SQL[reward_rule]}) AS reward_sum,
+                   max("timestamp") AS last_event_at
+            FROM outcome_events
+            WHERE cast(event_date AS DATE) BETWEEN ? AND ?
+            GROUP BY ALL
+        )
+        SELECT event_date, task_type, {cols}, agent_name,
+               sum(n_events)::BIGINT AS n_events, sum(successes)::BIGINT AS successes,
+               sum(failures)::BIGINT AS failures, sum(partials)::BIGINT AS partials,
+               sum(timeouts)::BIGINT AS timeouts, sum(partial_reward) AS partial_reward,
+               sum(reward_sum) AS reward_sum, max(last_event_at) AS last_event_at
+        FROM (SELECT * EXCLUDE (context), {extract} FROM raw)
+        GROUP BY ALL
+    """
+    cells = con.execute(sql, [start, end]).df()
+    cells["n"] = cells["n_events"]
+    return cells
+
+
+COUNT_COLUMNS = ["n_events", "successes", "failures", "partials", "timeouts", "partial_reward"]
+
+
+def daily_from_cells(cells: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
+    """The daily aggregates of `agent_daily_stats` (thompson.DAILY_COLUMNS) rolled up from joint cells:
+    a broad row per (day, task_type, agent) and a row per context bucket with a value, each also pooled over
+    task types (task_type '*')."""
+    levels = []
+    for key in ("*", *keys):
+        frame = cells if key == "*" else cells[cells[key].notna()]
+        value = pd.Series("*", index=frame.index) if key == "*" else frame[key].astype(str)
+        base = frame.assign(context_key=key, context_value=value)
+        for pooled in (False, True):
+            part = base.assign(task_type="*") if pooled else base
+            grouped = part.groupby(
+                ["event_date", "task_type", "context_key", "context_value", "agent_name"],
+                as_index=False,
+                sort=False,
+            )
+            out = grouped[COUNT_COLUMNS].sum()
+            out["last_event_at"] = grouped["last_event_at"].max()["last_event_at"].to_numpy()
+            levels.append(out)
+    return pd.concat(levels, ignore_index=True)[thompson.DAILY_COLUMNS]
+
+
+def held_out_events(con, start: date, end: date, keys: tuple[str, ...], reward_rule: str):
+    """Event-level rows for evaluation (task_type, context keys, agent, reward, propensity) and the
+    events' candidate_agents as an Arrow list array."""
+    sql = f"""
+        SELECT coalesce(task_type, action_type, 'unspecified') AS task_type, {_context_select(keys)},
+               agent_name, {REWARD_SQL[reward_rule]} AS reward, selection_propensity, candidate_agents
+        FROM outcome_events
+        WHERE cast(event_date AS DATE) BETWEEN ? AND ?
+    """
+    table = con.execute(sql, [start, end]).to_arrow_table()
+    return table.drop_columns(["candidate_agents"]).to_pandas(), table.column("candidate_agents")
+
+
+def _posteriors(daily: pd.DataFrame, config: CycleConfig, as_of: date) -> pd.DataFrame:
+    return thompson.compute_posteriors(
+        daily,
+        alpha0=config.alpha0,
+        beta0=config.beta0,
+        half_life_days=config.half_life_days,
+        as_of=as_of,
+        n_samples=500,
+        seed=config.seed,
+    )
+
+
+@dataclass
+class TrainedCandidate:
+    policy: RoutingPolicy
+    daily: pd.DataFrame
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def train_candidate(con, window: Window, config: CycleConfig) -> TrainedCandidate:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    last_train_day = window.cutoff - timedelta(days=1)
+    cells = joint_cells(con, window.train_start, last_train_day, config.context_keys, config.reward_rule)
+    daily = daily_from_cells(cells, config.context_keys)
+    timings["train_aggregate"] = (time.perf_counter() - t0) * 1000
+    if daily.empty:
+        raise ValueError(f"no events in the training window {window.train_start}..{last_train_day}")
+    t1 = time.perf_counter()
+    posteriors = _posteriors(daily, config, last_train_day)
+    timings["posteriors"] = (time.perf_counter() - t1) * 1000
+    agents = tuple(sorted(set(posteriors["agent_name"].astype(str))))
+    training_samples = int(
+        daily.loc[(daily["task_type"] != "*") & (daily["context_key"] == "*"), "n_events"].sum()
+    )
+    params = {**config.params(), **window.params(), "training_samples": training_samples}
+    policy = RoutingPolicy(posteriors, agents, config.context_keys, params=params)
+
+    if config.contextual_model:
+        t2 = time.perf_counter()
+        policy = _maybe_contextual(cells, window, config, daily, policy)
+        timings["contextual_model"] = (time.perf_counter() - t2) * 1000
+    return TrainedCandidate(policy, daily, timings)
+
+
+def _maybe_contextual(
+    cells: pd.DataFrame, window: Window, config: CycleConfig, daily: pd.DataFrame, policy: RoutingPolicy
+):
+    split = window.cutoff - timedelta(days=config.validation_days)
+    if split <= window.train_start:
+        policy.validation = {"skipped": 1.0}
+        return policy
+    event_date = pd.to_datetime(cells["event_date"]).dt.date
+    fit_cells, val_cells = cells[event_date < split], cells[event_date >= split]
+    days = pd.to_datetime(daily["event_date"]).dt.date
+    early = daily[days < split]
+    if fit_cells.empty or val_cells.empty or early.empty:
+        policy.validation = {"skipped": 1.0}
+        return policy
+    key_cols = ["task_type", *config.context_keys, "agent_name"]
+    val = val_cells.groupby(key_cols, dropna=False, as_index=False)[["n", "reward_sum"]].sum()
+    fit = fit_cells.groupby(key_cols, dropna=False, as_index=False)[["n", "reward_sum"]].sum()
+    early_policy = RoutingPolicy(
+        _posteriors(early, config, split - timedelta(days=1)),
+        policy.agents,
+        config.context_keys,
+        params=policy.params,
+    )
+    agent_pos = {a: i for i, a in enumerate(policy.agents)}
+    cols = val["agent_name"].map(agent_pos).to_numpy()
+    post_pred = early_policy.scores(val)[np.arange(len(val)), cols]
+    model = fit_contextual_model(fit, config.context_keys, seed=config.seed)
+    early_policy.model = model
+    model_pred = early_policy.scores(val)[np.arange(len(val)), cols]
+    y, n = val["reward_sum"].to_numpy(float), val["n"].to_numpy(float)
+    ll_post, ll_model = weighted_log_loss(post_pred, y, n), weighted_log_loss(model_pred, y, n)
+    policy.validation = {"log_loss_posteriors": ll_post, "log_loss_contextual": ll_model}
+    if ll_model < ll_post - config.min_validation_gain:
+        full = cells.groupby(key_cols, dropna=False, as_index=False)[["n", "reward_sum"]].sum()
+        policy.model = fit_contextual_model(full, config.context_keys, seed=config.seed)
+        policy.model_kind = "logistic_regression"
+    return policy
+
+
+def daily_success(daily: pd.DataFrame) -> pd.DataFrame:
+    broad = daily[(daily["task_type"] == "*") & (daily["context_key"] == "*")]
+    out = broad.groupby(["event_date", "agent_name"], as_index=False)[["successes", "n_events"]].sum()
+    out["success_rate"] = out["successes"] / out["n_events"].clip(lower=1)
+    return out.rename(columns={"event_date": "day", "n_events": "n"})[
+        ["day", "agent_name", "success_rate", "n"]
+    ]
+
+
+@dataclass
+class CycleResult:
+    window: Window
+    candidate: RoutingPolicy
+    evaluation: CycleEvaluation
+    registered: registry.RegisteredVersion | None
+    timings_ms: dict[str, float]
+    champion_version_before: int | None
+
+
+def evaluate_window(
+    con, window: Window, config: CycleConfig, candidate: RoutingPolicy, champion: RoutingPolicy | None
+) -> tuple[CycleEvaluation, float, int]:
+    t0 = time.perf_counter()
+    events, candidates = held_out_events(
+        con, window.cutoff, window.eval_end, config.context_keys, config.reward_rule
+    )
+    load_ms = (time.perf_counter() - t0) * 1000
+    if events.empty:
+        raise ValueError(f"no held-out events in {window.cutoff}..{window.eval_end}")
+    result = evaluate_candidate(
+        candidate,
+        champion,
+        events,
+        candidate_agents=candidates,
+        n_bootstrap=config.n_bootstrap,
+        seed=config.seed,
+        min_improvement=config.min_improvement,
+        max_regression=config.max_regression,
+        min_propensity_coverage=config.min_propensity_coverage,
+    )
+    return result, load_ms, len(events)
+
+
+def run_cycle(
+    paths: LakePaths,
+    partition: str,
+    config: CycleConfig,
+    tracking_uri: str,
+    artifact_location: str | None = None,
+    tags: dict[str, str] | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> CycleResult:
+    """Train, evaluate against the current @champion (uniform random for the first version), log, register."""
+    from learning_pipeline.lib.storage.warehouse import lake_connection
+
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    con = con or lake_connection(paths)
+    window = Window.for_partition(partition, config)
+    trained = train_candidate(con, window, config)
+    timings.update(trained.timings_ms)
+    t = time.perf_counter()
+    with registry.tracking(tracking_uri) as client:
+        # creates the store on first use; artifacts beside a sqlite store, never ./mlruns
+        registry.ensure_experiment(
+            client, artifact_location=artifact_location or registry.artifact_location_for(tracking_uri)
+        )
+        timings["mlflow_setup"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        champion_version = registry.current_champion(client)
+    champion = registry.load_policy(tracking_uri, champion_version) if champion_version is not None else None
+    timings["load_champion"] = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    evaluation, load_ms, _ = evaluate_window(con, window, config, trained.policy, champion)
+    timings["heldout_load"] = load_ms
+    timings["evaluate"] = (time.perf_counter() - t) * 1000 - load_ms
+    t = time.perf_counter()
+    registered = register(
+        paths,
+        partition,
+        trained.policy,
+        evaluation,
+        champion_version,
+        tracking_uri,
+        daily_success(trained.daily),
+        artifact_location,
+        tags,
+        started=start,
+    )
+    timings["register"] = (time.perf_counter() - t) * 1000
+    timings.update({f"register.{k}": v for k, v in registered.timings_ms.items()})
+    timings["total"] = (time.perf_counter() - start) * 1000
+    return CycleResult(window, trained.policy, evaluation, registered, timings, champion_version)
+
+
+def register(
+    paths: LakePaths,
+    partition: str,
+    policy: RoutingPolicy,
+    evaluation: CycleEvaluation,
+    champion_version: int | None,
+    tracking_uri: str,
+    daily: pd.DataFrame | None = None,
+    artifact_location: str | None = None,
+    tags: dict[str, str] | None = None,
+    started: float | None = None,
+) -> registry.RegisteredVersion:
+    """Log the run, register the version (aliases by the gate), record the learning event, refresh
+    model_versions. Refuses when @champion moved since the evaluation (the comparison would be stale)."""
+    t0 = time.perf_counter()
+    with registry.tracking(tracking_uri) as client:
+        now = registry.current_champion(client)
+    if now != champion_version:
+        raise ValueError(
+            f"@champion moved from {champion_version} to {now} since the evaluation; evaluate again"
+        )
+    run_tags = {"partition": partition, **(tags or {})}
+    params = {
+        **policy.params,
+        "partitions": f"{policy.params.get('train_start')}..{policy.params.get('eval_end', partition)}",
+    }
+    registered = registry.log_cycle(
+        tracking_uri,
+        policy,
+        evaluation,
+        params=params,
+        tags=run_tags,
+        daily_success=daily,
+        parent_version=champion_version,
+        artifact_location=artifact_location,
+    )
+    t1 = time.perf_counter()
+    gate = evaluation.gate
+    record_learning_event(
+        paths,
+        "evaluation_accepted" if registered.accepted else "evaluation_rejected",
+        model_version_id=f"{registry.REGISTERED_MODEL}/{registered.version}",
+        samples=evaluation.n_events,
+        batch_size=int(policy.params.get("training_samples", 0)),
+        metrics_before={"score": gate.baseline_score, "kind": gate.baseline_kind},
+        metrics_after={"score": gate.candidate_score, "estimator": gate.estimator},
+        improvement=gate.improvement,
+        duration_ms=(time.perf_counter() - (started or t0)) * 1000,
+        reason=gate.reason,
+        partition_key=partition,
+        dagster_run_id=run_tags.get("dagster_run_id"),
+        mlflow_run_id=registered.run_id,
+        parent_version=champion_version,
+    )
+    write_model_versions(paths, tracking_uri)
+    registered.timings_ms["lake_tables"] = (time.perf_counter() - t1) * 1000
+    return registered
+
+
+# ---- step files (the Dagster assets hand these to each other) --------------------------------------
+
+
+def candidate_dir(paths: LakePaths, partition: str) -> Path:
+    return paths.root / "models" / "candidates" / partition
+
+
+def save_candidate(paths: LakePaths, partition: str, trained: TrainedCandidate) -> Path:
+    directory = trained.policy.save(candidate_dir(paths, partition))
+    daily_success(trained.daily).to_parquet(directory / "daily_success.parquet", index=False)
+    return directory
+
+
+def load_candidate(paths: LakePaths, partition: str) -> tuple[RoutingPolicy, pd.DataFrame]:
+    directory = candidate_dir(paths, partition)
+    if not (directory / "policy.json").exists():
+        raise ValueError(f"no candidate policy for partition {partition}; materialize candidate_policy first")
+    return RoutingPolicy.load(directory), pd.read_parquet(directory / "daily_success.parquet")
+
+
+def evaluation_path(paths: LakePaths, partition: str) -> Path:
+    return paths.root / "models" / "evaluations" / partition / "evaluation.pkl"
+
+
+def save_evaluation(
+    paths: LakePaths, partition: str, evaluation: CycleEvaluation, champion_version: int | None
+) -> Path:
+    import pickle
+
+    from learning_pipeline.lib.storage.lake import write_bytes_atomic
+
+    payload = pickle.dumps({"evaluation": evaluation, "champion_version": champion_version})
+    return write_bytes_atomic(evaluation_path(paths, partition), payload)
+
+
+def load_evaluation(paths: LakePaths, partition: str) -> tuple[CycleEvaluation, int | None]:
+    import pickle
+
+    path = evaluation_path(paths, partition)
+    if not path.exists():
+        raise ValueError(f"no evaluation for partition {partition}; materialize policy_evaluation first")
+    data = pickle.loads(path.read_bytes())
+    return data["evaluation"], data["champion_version"]
+
+
+# ---- lake tables -----------------------------------------------------------------------------------
+
+
+def write_model_versions(paths: LakePaths, tracking_uri: str) -> pd.DataFrame:
+    frame = registry.model_versions_frame(tracking_uri)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    write_parquet_atomic(paths.table("model_versions") / "data.parquet", table)
+    return frame
+
+
+def record_learning_event(
+    paths: LakePaths,
+    event_type: str,
+    model_version_id: str | None = None,
+    samples: int | None = None,
+    batch_size: int | None = None,
+    metrics_before: dict | None = None,
+    metrics_after: dict | None = None,
+    improvement: float | None = None,
+    duration_ms: float | None = None,
+    reason: str | None = None,
+    partition_key: str | None = None,
+    dagster_run_id: str | None = None,
+    mlflow_run_id: str | None = None,
+    parent_version: int | None = None,
+) -> Path:
+    row = {
+        "id": str(uuid.uuid4()),
+        "model_version_id": model_version_id,
+        "event_type": event_type,
+        "batch_size": batch_size,
+        "samples_processed": samples,
+        "metrics_before": json.dumps(metrics_before or {}, default=float),
+        "metrics_after": json.dumps(metrics_after or {}, default=float),
+        "improvement": None if improvement is None or not np.isfinite(improvement) else float(improvement),
+        "duration_ms": duration_ms,
+        "created_at": datetime.now(UTC),
+        "reason": reason,
+        "partition_key": partition_key,
+        "dagster_run_id": dagster_run_id,
+        "mlflow_run_id": mlflow_run_id,
+        "parent_version": parent_version,
+    }
+    table = pa.Table.from_pylist([row], schema=LEARNING_EVENT_SCHEMA)
+    return write_parquet_atomic(
+        paths.table("learning_events") / new_batch_name("learning-event", "parquet"), table
+    )
+
+
+def rollback(
+    paths: LakePaths, tracking_uri: str, version: int, reason: str, dagster_run_id: str | None = None
+) -> dict[str, Any]:
+    """Point @champion back to `version`, record a `rollback` learning event, refresh model_versions."""
+    t = time.perf_counter()
+    info = registry.rollback(tracking_uri, version, reason)
+    record_learning_event(
+        paths,
+        "rollback",
+        model_version_id=f"{registry.REGISTERED_MODEL}/{version}",
+        metrics_before={"champion": info["previous_champion"]},
+        metrics_after={"champion": version},
+        duration_ms=(time.perf_counter() - t) * 1000,
+        reason=reason,
+        dagster_run_id=dagster_run_id,
+        parent_version=info["previous_champion"],
+    )
+    write_model_versions(paths, tracking_uri)
+    return info

@@ -1,0 +1,437 @@
+"""MLflow side of a learning cycle: one run per evaluation, the `agent-router` pyfunc, aliases, lineage.
+
+- Experiment `agent-learning-cycles`: a run per evaluation with params (priors, decay, data window,
+  partitions), metrics (baseline/candidate score, improvement, samples, every estimator with its
+  interval, calibration), artifacts (posterior table, plots) and tags (Dagster run id, partition,
+  parent version).
+- Registered model `agent-router`: an MLflow pyfunc wrapping the evaluated `RoutingPolicy` (its files
+  are the model's artifact). Input rows: task_type + context fields (+ optional top_k); output per row:
+  the top agent, its score and the top-k agents with scores. Every evaluated version gets
+  `@challenger`; an accepted one becomes `@champion`. Version tags: parent_version (the champion it was
+  compared with), gate (accepted/rejected), gate_reason, improvement, estimator.
+- `model_versions_frame` derives the warehouse's `model_versions` table from the registry, so both
+  always agree: @champion = active, accepted and later replaced = deprecated, rejected = archived,
+  a version registered but not yet gated = training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+from learning_pipeline.lib.bandit.policy import CycleEvaluation, RoutingPolicy
+
+EXPERIMENT_NAME = "agent-learning-cycles"
+REGISTERED_MODEL = "agent-router"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_TYPE = "agent_router"
+PACKAGE_DIR = Path(__file__).resolve().parents[2]  # learning_pipeline/, shipped with the model
+
+
+def default_tracking_uri(data_dir: str | os.PathLike) -> str:
+    return f"sqlite:///{Path(data_dir).expanduser().resolve() / 'mlflow.db'}"
+
+
+def default_artifact_location(data_dir: str | os.PathLike) -> str:
+    return (Path(data_dir).expanduser().resolve() / "mlartifacts").as_uri()
+
+
+def artifact_location_for(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts when the caller gives no location.
+
+    sqlite:///<dir>/mlflow.db -> <dir>/mlartifacts (MLflow itself would use ./mlruns under the current
+    directory); a tracking server decides its own (None)."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///") :])
+        return (db.expanduser().resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+# The fluent MLflow API keeps one tracking URI per process; threads (e.g. sensors evaluated on threads by
+# the daemon) take turns so no block ever logs to another block's URI or to the default ./mlflow.db.
+_TRACKING_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def tracking(tracking_uri: str) -> Iterator[MlflowClient]:
+    """Point the fluent MLflow API at `tracking_uri` for the duration of the block, then restore the
+    previous setting (MLflow mirrors it into MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI for subprocesses,
+    so those are restored too). Blocks in different threads of one process run one at a time."""
+    with _TRACKING_LOCK:
+        yield from _tracking(tracking_uri)
+
+
+def _tracking(tracking_uri: str) -> Iterator[MlflowClient]:
+    previous_tracking = os.environ.get("MLFLOW_TRACKING_URI")
+    previous_registry = os.environ.get("MLFLOW_REGISTRY_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    finally:
+        mlflow.set_tracking_uri(previous_tracking)
+        mlflow.set_registry_uri(previous_registry)
+        if previous_registry is None:
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
+
+
+def ensure_experiment(
+    client: MlflowClient, name: str = EXPERIMENT_NAME, artifact_location: str | None = None
+) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+# ---- the pyfunc ------------------------------------------------------------------------------------
+
+
+class RouterModel(mlflow.pyfunc.PythonModel):
+    """Serves the evaluated routing policy: top-k agents with scores per request row."""
+
+    def load_context(self, context):
+        self.policy = RoutingPolicy.load(context.artifacts["policy"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        top_k = int((params or {}).get("top_k", 3))
+        return self.policy.recommend(frame, top_k=top_k)
+
+
+def router_signature(context_keys: tuple[str, ...]) -> ModelSignature:
+    inputs = Schema(
+        [ColSpec("string", "task_type")]
+        + [ColSpec("string", key, required=False) for key in context_keys]
+        + [ColSpec("long", "top_k", required=False)]
+    )
+    outputs = Schema(
+        [
+            ColSpec("string", "task_type"),
+            ColSpec("string", "agent_name"),
+            ColSpec("double", "score"),
+            ColSpec(Array("string"), "agents"),
+            ColSpec(Array("double"), "scores"),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs, params=ParamSchema([ParamSpec("top_k", "long", 3)]))
+
+
+# ---- plots -----------------------------------------------------------------------------------------
+
+
+def plot_posteriors(posteriors: pd.DataFrame, path: Path, max_tasks: int = 4) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    broad = posteriors[
+        (posteriors["context_key"] == "*")
+        & (posteriors["context_value"] == "*")
+        & (posteriors["task_type"] != "*")
+    ]
+    tasks = broad.groupby("task_type")["n_events"].sum().sort_values(ascending=False).index[:max_tasks]
+    cols = min(3, max(1, len(tasks)))
+    rows = max(1, int(np.ceil(len(tasks) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3 * rows), squeeze=False)
+    x = np.linspace(0.001, 0.999, 200)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        sub = broad[broad["task_type"] == task].sort_values("mean", ascending=False).head(8)
+        for _, row in sub.iterrows():
+            ax.plot(x, stats.beta.pdf(x, row["alpha"], row["beta"]), label=str(row["agent_name"]))
+        ax.set_title(str(task), fontsize=9)
+        ax.legend(fontsize=6, loc="upper left")
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.axis("off")
+    fig.suptitle("posterior densities of success (task level)")
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.88, wspace=0.25, hspace=0.45)
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path
+
+
+def plot_success_over_time(daily: pd.DataFrame, path: Path, max_agents: int = 10) -> Path:
+    """daily: columns day, agent_name, success_rate, n."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    if not daily.empty:
+        top = daily.groupby("agent_name")["n"].sum().sort_values(ascending=False).index[:max_agents]
+        for agent in top:
+            sub = daily[daily["agent_name"] == agent].sort_values("day")
+            ax.plot(pd.to_datetime(sub["day"]), sub["success_rate"], marker=".", label=str(agent))
+        ax.legend(fontsize=6, ncol=2, loc="lower left")
+    ax.set_ylabel("success rate")
+    ax.set_title("daily success rate per agent (training window + held-out)")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path
+
+
+# ---- one evaluated version -------------------------------------------------------------------------
+
+
+@dataclass
+class RegisteredVersion:
+    version: int
+    run_id: str
+    accepted: bool
+    reason: str
+    parent_version: int | None
+    champion_version: int | None
+    model_uri: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def current_champion(client: MlflowClient, name: str = REGISTERED_MODEL) -> int | None:
+    try:
+        return int(client.get_model_version_by_alias(name, CHAMPION).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def load_policy(tracking_uri: str, version: int | str, name: str = REGISTERED_MODEL) -> RoutingPolicy:
+    """The RoutingPolicy of a registered version (a number or an alias such as 'champion')."""
+    ref = (
+        f"models:/{name}@{version}"
+        if isinstance(version, str) and not version.isdigit()
+        else f"models:/{name}/{version}"
+    )
+    with tracking(tracking_uri):
+        return mlflow.pyfunc.load_model(ref).unwrap_python_model().policy
+
+
+def log_cycle(
+    tracking_uri: str,
+    policy: RoutingPolicy,
+    result: CycleEvaluation,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    daily_success: pd.DataFrame | None = None,
+    parent_version: int | None = None,
+    experiment: str = EXPERIMENT_NAME,
+    artifact_location: str | None = None,
+    name: str = REGISTERED_MODEL,
+) -> RegisteredVersion:
+    """Log the evaluation run, register the policy as a new version, set aliases by the gate decision."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with tracking(tracking_uri) as client, tempfile.TemporaryDirectory() as tmp:
+        exp_id = ensure_experiment(
+            client, experiment, artifact_location or artifact_location_for(tracking_uri)
+        )
+        tmp_path = Path(tmp)
+        policy_dir = policy.save(tmp_path / "policy")
+        plots = [plot_posteriors(policy.posteriors, tmp_path / "posterior_densities.png")]
+        if daily_success is not None:
+            plots.append(plot_success_over_time(daily_success, tmp_path / "success_over_time.png"))
+        (tmp_path / "gate.json").write_text(json.dumps(result.gate.as_dict(), indent=2))
+        estimates = pd.DataFrame(
+            [
+                dict(policy=p, **e.as_dict())
+                for p, by in result.evaluation.estimates.items()
+                for e in by.values()
+            ]
+            + [
+                dict(policy=f"{p}-{result.evaluation.reference}", **e.as_dict())
+                for p, by in result.evaluation.differences.items()
+                for e in by.values()
+            ]
+        )
+        estimates.to_csv(tmp_path / "estimates.csv", index=False)
+        timings["artifacts_prepare"] = (time.perf_counter() - t0) * 1000
+
+        t1 = time.perf_counter()
+        run_tags = {k: str(v) for k, v in tags.items()}
+        run_tags["parent_version"] = "" if parent_version is None else str(parent_version)
+        run_tags["gate"] = "accepted" if result.gate.accepted else "rejected"
+        with mlflow.start_run(experiment_id=exp_id, tags=run_tags) as run:
+            mlflow.log_params(
+                {k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in params.items()}
+            )
+            metrics = {k: float(v) for k, v in result.metrics().items() if v is not None and np.isfinite(v)}
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifact(str(policy_dir / "posteriors.parquet"), artifact_path="posteriors")
+            for path in plots:
+                mlflow.log_artifact(str(path), artifact_path="plots")
+            mlflow.log_artifact(str(tmp_path / "gate.json"))
+            mlflow.log_artifact(str(tmp_path / "estimates.csv"))
+            timings["run_log"] = (time.perf_counter() - t1) * 1000
+
+            t2 = time.perf_counter()
+            info = mlflow.pyfunc.log_model(
+                name="router",
+                python_model=RouterModel(),
+                artifacts={"policy": str(policy_dir)},
+                signature=router_signature(policy.context_keys),
+                code_paths=[str(PACKAGE_DIR)],
+                registered_model_name=name,
+                pip_requirements=_pip_requirements(),
+                tags={"gate": run_tags["gate"]},
+            )
+            timings["log_model"] = (time.perf_counter() - t2) * 1000
+        t3 = time.perf_counter()
+        version = int(info.registered_model_version)
+        gate = result.gate
+        version_tags = {
+            "parent_version": "" if parent_version is None else str(parent_version),
+            "gate": "accepted" if gate.accepted else "rejected",
+            "gate_reason": gate.reason,
+            "baseline_kind": gate.baseline_kind,
+            "estimator": gate.estimator,
+            "improvement": f"{gate.improvement:.6f}",
+            "candidate_score": f"{gate.candidate_score:.6f}",
+            "baseline_score": f"{gate.baseline_score:.6f}",
+            "samples": str(result.n_events),
+            "training_samples": str(int(policy.params.get("training_samples", 0))),
+            "model_kind": policy.model_kind,
+            "parameters": json.dumps(params, default=str)[:4900],
+            "created_at_ms": str(int(time.time() * 1000)),
+        }
+        version_tags.update({f"tag.{k}": str(v) for k, v in tags.items()})
+        for key, value in version_tags.items():
+            client.set_model_version_tag(name, str(version), key, value)
+        client.set_registered_model_alias(name, CHALLENGER, str(version))
+        if gate.accepted:
+            client.set_registered_model_alias(name, CHAMPION, str(version))
+        timings["registry"] = (time.perf_counter() - t3) * 1000
+        champion = current_champion(client, name)
+    return RegisteredVersion(
+        version=version,
+        run_id=run.info.run_id,
+        accepted=gate.accepted,
+        reason=gate.reason,
+        parent_version=parent_version,
+        champion_version=champion,
+        model_uri=f"models:/{name}/{version}",
+        timings_ms=timings,
+    )
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version as v
+
+    reqs = []
+    for pkg in ("mlflow", "numpy", "pandas", "pyarrow", "scikit-learn", "scipy"):
+        try:
+            reqs.append(f"{pkg}=={v(pkg)}")
+        except Exception:  # pragma: no cover - optional package missing
+            pass
+    return reqs
+
+
+def rollback(tracking_uri: str, version: int, reason: str, name: str = REGISTERED_MODEL) -> dict[str, Any]:
+    """Point @champion back to `version` (an earlier registered version) and record why on both versions."""
+    if not reason or not reason.strip():
+        raise ValueError("a rollback needs a reason")
+    with tracking(tracking_uri) as client:
+        try:
+            target = client.get_model_version(name, str(version))
+        except mlflow.exceptions.MlflowException as exc:
+            raise ValueError(f"{name} has no version {version}") from exc
+        previous = current_champion(client, name)
+        if previous == int(version):
+            raise ValueError(f"version {version} is already the champion")
+        stamp = str(int(time.time() * 1000))
+        client.set_registered_model_alias(name, CHAMPION, str(target.version))
+        client.set_model_version_tag(name, str(target.version), "rolled_back_to_at_ms", stamp)
+        client.set_model_version_tag(name, str(target.version), "rollback_reason", reason)
+        if previous is not None:
+            client.set_model_version_tag(name, str(previous), "rolled_back_from", "true")
+            client.set_model_version_tag(name, str(previous), "rollback_reason", reason)
+    return {"version": int(version), "previous_champion": previous, "reason": reason, "at_ms": int(stamp)}
+
+
+def model_versions_frame(tracking_uri: str, name: str = REGISTERED_MODEL) -> pd.DataFrame:
+    """The `model_versions` table (seed columns + lineage) derived from the registry."""
+    columns = [
+        "id",
+        "model_type",
+        "version_number",
+        "status",
+        "parameters",
+        "metrics",
+        "model_file_path",
+        "created_at",
+        "parent_version",
+        "gate",
+        "gate_reason",
+        "improvement",
+        "training_samples",
+        "aliases",
+        "mlflow_run_id",
+        "rollback_reason",
+    ]
+    with tracking(tracking_uri) as client:
+        try:
+            versions = client.search_model_versions(f"name = '{name}'")
+            aliases = client.get_registered_model(name).aliases
+        except mlflow.exceptions.MlflowException:
+            return pd.DataFrame(columns=columns)
+        champion = int(aliases[CHAMPION]) if CHAMPION in aliases else None
+        by_version: dict[int, list[str]] = {}
+        for alias, v in aliases.items():
+            by_version.setdefault(int(v), []).append(alias)
+        rows = []
+        for mv in versions:
+            number = int(mv.version)
+            t = mv.tags or {}
+            if number == champion:
+                status = "active"
+            elif t.get("gate") == "accepted":
+                status = "deprecated"
+            elif t.get("gate") == "rejected":
+                status = "archived"
+            else:
+                status = "training"
+            metrics = {
+                k: t[k] for k in ("candidate_score", "baseline_score", "improvement", "samples") if k in t
+            }
+            rows.append(
+                {
+                    "id": f"{name}/{number}",
+                    "model_type": MODEL_TYPE,
+                    "version_number": number,
+                    "status": status,
+                    "parameters": t.get("parameters", "{}"),
+                    "metrics": json.dumps({k: float(v) for k, v in metrics.items()}),
+                    "model_file_path": f"models:/{name}/{number}",
+                    "created_at": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC"),
+                    "parent_version": int(t["parent_version"]) if t.get("parent_version") else None,
+                    "gate": t.get("gate"),
+                    "gate_reason": t.get("gate_reason"),
+                    "improvement": float(t["improvement"]) if "improvement" in t else None,
+                    "training_samples": int(t["training_samples"]) if "training_samples" in t else None,
+                    "aliases": ",".join(sorted(by_version.get(number, []))),
+                    "mlflow_run_id": mv.run_id,
+                    "rollback_reason": t.get("rollback_reason"),
+                }
+            )
+    frame = pd.DataFrame(rows, columns=columns).sort_values("version_number").reset_index(drop=True)
+    frame["parent_version"] = frame["parent_version"].astype("Int64")
+    frame["training_samples"] = frame["training_samples"].astype("Int64")
+    return frame

@@ -1,0 +1,122 @@
+"""Where the pipeline keeps its files, and how it writes them without ever exposing half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DATA_DIR_ENV = "LEARNING_PIPELINE_DATA_DIR"  # where every entry point finds the data directory
+
+
+@dataclass(frozen=True)
+class LakePaths:
+    """The layout under one data directory.
+
+    landing/                      raw micro-batches (JSONL or Parquet) from the SDK, file drops and Kafka
+    staging/event_date=D/         each landing file split by event date, fields kept as JSON text
+    staging/_log.jsonl            append-only log of staged landing files: their dates and counts
+    lake/<table>/event_date=D/    validated, de-duplicated partitions (Hive layout)
+    warehouse.duckdb              DuckDB views over the lake, for people and BI tools (.warehouse.lock: its writers)
+    """
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike) -> LakePaths:
+        return cls(Path(root).expanduser().resolve())
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def lake(self) -> Path:
+        return self.root / "lake"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    def table(self, name: str) -> Path:
+        return self.lake / name
+
+    def partition_dir(self, table: str, event_date: str) -> Path:
+        return self.table(table) / f"event_date={event_date}"
+
+    def ensure(self) -> LakePaths:
+        for path in (self.landing, self.staging, self.lake):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def new_batch_name(prefix: str, suffix: str) -> str:
+    """A unique, time-sortable file name: `<prefix>-<UTC time>-<random>.<suffix>`."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{prefix}-{stamp}-{uuid.uuid4().hex[:12]}.{suffix}"
+
+
+def tmp_path_for(final: Path) -> Path:
+    # Dot-prefixed so readers that glob `*.jsonl` / `*.parquet` never see it.
+    return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def publish(tmp: Path, final: Path) -> Path:
+    """fsync and rename: the file appears complete or not at all."""
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def write_bytes_atomic(final: Path, data: bytes) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(final)
+    try:
+        tmp.write_bytes(data)
+        return publish(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet_atomic(final: Path, table: pa.Table) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(final)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        return publish(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_jsonl_atomic(final: Path, records: list[dict]) -> Path:
+    payload = "".join(json.dumps(r, default=str, separators=(",", ":")) + "\n" for r in records)
+    return write_bytes_atomic(final, payload.encode("utf-8"))
+
+
+def land_records(landing_dir: Path, records: list[dict], prefix: str = "batch") -> Path:
+    """Write one micro-batch of event dicts into the landing zone as an atomically published JSONL file."""
+    return write_jsonl_atomic(Path(landing_dir) / new_batch_name(prefix, "jsonl"), records)
+
+
+def land_raw_lines(
+    landing_dir: Path, lines: list[str], source_refs: list[str | None] | None = None, prefix: str = "raw"
+) -> Path:
+    """Land undecoded records (e.g. Kafka message values) as a raw-lines Parquet batch.
+
+    Staging treats a Parquet landing file with a `raw_record` column as one record per row, exactly like
+    a JSONL line, and carries `source_ref` (e.g. `topic/partition/offset`) into the quarantine.
+    """
+    refs = source_refs if source_refs is not None else [None] * len(lines)
+    table = pa.table({"raw_record": pa.array(lines, pa.string()), "source_ref": pa.array(refs, pa.string())})
+    return write_parquet_atomic(Path(landing_dir) / new_batch_name(prefix, "parquet"), table)

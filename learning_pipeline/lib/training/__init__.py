@@ -1,0 +1,1 @@
+"""Training data mined from traces: SFT pairs, routing pairs, agent configuration recommendations."""

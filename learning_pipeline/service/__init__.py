@@ -1,0 +1,1 @@
+"""The HTTP decision and control API (FastAPI): agent selection, metrics, alerts, graduation."""

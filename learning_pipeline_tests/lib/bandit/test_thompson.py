@@ -1,0 +1,232 @@
+"""Posteriors from counts (with the partial rule and decay), P(best), recommendations and cold start."""
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from learning_pipeline.lib.bandit.thompson import (
+    POSTERIOR_COLUMNS,
+    Recommender,
+    compute_posteriors,
+    decay_factor,
+    recommend,
+    recommend_batch,
+)
+from learning_pipeline.lib.simulation.bandit_events import generate_events, make_truth
+from learning_pipeline_tests._learning_fixtures import daily_stats
+
+END = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def events():
+    truth = make_truth(n_tasks=6, n_agents=4, seed=1)
+    return truth, generate_events(truth, 6000, n_days=5, end=END, seed=2)
+
+
+@pytest.fixture(scope="module")
+def daily(events):
+    return daily_stats(events[1])
+
+
+def expected_counts(frame: pd.DataFrame, a0: float, b0: float, weight=None) -> pd.DataFrame:
+    """Independent pandas recomputation of alpha/beta at the task level from raw events."""
+    f = frame.copy()
+    f["task"] = f["task_type"].fillna(f["action_type"]).fillna("unspecified")
+    q = f["quality_score"].fillna(0.5)
+    f["w"] = 1.0 if weight is None else weight(f)
+    f["a"] = f["w"] * np.select([f["status"] == "success", f["status"] == "partial"], [1.0, q], 0.0)
+    f["b"] = f["w"] * np.select(
+        [f["status"].isin(["failure", "timeout"]), f["status"] == "partial"], [1.0, 1 - q], 0.0
+    )
+    g = f.groupby(["task", "agent_name"]).agg(a=("a", "sum"), b=("b", "sum"), n=("a", "size"))
+    g["alpha"] = a0 + g["a"]
+    g["beta"] = b0 + g["b"]
+    return g
+
+
+def test_posterior_table_matches_counts(events, daily):
+    _, table = events
+    post = compute_posteriors(daily, alpha0=2.0, beta0=3.0)
+    assert list(post.columns) == POSTERIOR_COLUMNS
+    assert not post.duplicated(["task_type", "context_key", "context_value", "agent_name"]).any()
+    broad = post[(post.context_key == "*") & (post.task_type != "*")].set_index(["task_type", "agent_name"])
+    exp = expected_counts(table.to_pandas(), 2.0, 3.0)
+    exp.index.names = ["task_type", "agent_name"]
+    joined = broad.join(exp, rsuffix="_exp", how="outer")
+    assert np.allclose(joined["alpha"], joined["alpha_exp"]) and np.allclose(
+        joined["beta"], joined["beta_exp"]
+    )
+    assert (joined["n_events"] == joined["n"]).all()
+    # Without decay, alpha + beta - priors = counted outcomes = n_events.
+    assert np.allclose(post["alpha"] + post["beta"] - 5.0, post["n_events"])
+    assert np.allclose(post["successes"] + post["failures"] + post["partials"], post["n_events"])
+    # Pooled level and context buckets add up.
+    pooled = post[(post.task_type == "*") & (post.context_key == "*")].set_index("agent_name")["n_events"]
+    assert pooled.sum() == table.num_rows
+    cx = post[(post.task_type != "*") & (post.context_key == "complexity")]["n_events"].sum()
+    assert cx == table.num_rows
+    # Mean, interval, P(best).
+    assert np.allclose(post["mean"], post["alpha"] / (post["alpha"] + post["beta"]))
+    assert np.allclose(post["ci_low"], stats.beta.ppf(0.025, post["alpha"], post["beta"]))
+    assert ((post["ci_low"] <= post["mean"]) & (post["mean"] <= post["ci_high"])).all()
+    sums = post.groupby(["task_type", "context_key", "context_value"])["p_best"].sum()
+    assert np.allclose(sums, 1.0)
+
+
+def test_p_best_is_seeded_and_sensible(daily):
+    a = compute_posteriors(daily, seed=7)
+    b = compute_posteriors(daily, seed=7)
+    assert a["p_best"].equals(b["p_best"])
+    broad = a[(a.context_key == "*") & (a.task_type != "*")]
+    # The agent with the highest mean has the highest P(best) in each task.
+    top_mean = broad.loc[broad.groupby("task_type")["mean"].idxmax(), "agent_name"].to_numpy()
+    top_pbest = broad.loc[broad.groupby("task_type")["p_best"].idxmax(), "agent_name"].to_numpy()
+    assert (top_mean == top_pbest).all()
+
+
+def test_decay_weights_old_days_less(events, daily):
+    _, table = events
+    half_life = 2.0
+    post = compute_posteriors(daily, alpha0=1, beta0=1, half_life_days=half_life)
+    frame = table.to_pandas()
+    last_day = frame["timestamp"].dt.tz_convert("UTC").dt.normalize().max()
+
+    def weight(f):
+        age = (last_day - f["timestamp"].dt.tz_convert("UTC").dt.normalize()).dt.days
+        return decay_factor(half_life) ** age
+
+    exp = expected_counts(frame, 1, 1, weight)
+    exp.index.names = ["task_type", "agent_name"]
+    broad = post[(post.context_key == "*") & (post.task_type != "*")].set_index(["task_type", "agent_name"])
+    joined = broad.join(exp, rsuffix="_exp")
+    assert np.allclose(joined["alpha"], joined["alpha_exp"]) and np.allclose(
+        joined["beta"], joined["beta_exp"]
+    )
+    assert (post["alpha"] + post["beta"] - 2 < post["n_events"]).all()
+    assert decay_factor(factor=0.9) == 0.9 and decay_factor() == 1.0
+    with pytest.raises(ValueError):
+        decay_factor(half_life_days=0)
+
+
+def test_recommend_shape_and_cold_start(daily):
+    post = compute_posteriors(daily)
+    rec = Recommender(post)
+    out = recommend(post, "task_001", {"complexity": "high"}, top_k=3, mode="mean")
+    assert set(out) == {"recommendations", "model_score", "timestamp"}
+    assert [r["rank"] for r in out["recommendations"]] == [1, 2, 3]
+    assert set(out["recommendations"][0]) == {"agent_name", "score", "rank"}
+    bucket = post[
+        (post.task_type == "task_001") & (post.context_key == "complexity") & (post.context_value == "high")
+    ]
+    assert out["recommendations"][0]["agent_name"] == bucket.loc[bucket["mean"].idxmax(), "agent_name"]
+    assert out["model_score"] == pytest.approx(bucket["mean"].max())
+    # Unknown context value -> the task-level posterior.
+    task_level = rec.recommend("task_001", mode="mean")
+    assert (
+        rec.recommend("task_001", {"complexity": "galactic"}, mode="mean")["recommendations"]
+        == task_level["recommendations"]
+    )
+    # Unknown task type -> all task types pooled; with a known context, the pooled bucket.
+    pooled = post[(post.task_type == "*") & (post.context_key == "*")]
+    unknown = rec.recommend("never_seen", mode="mean")
+    assert unknown["recommendations"][0]["agent_name"] == pooled.loc[pooled["mean"].idxmax(), "agent_name"]
+    assert unknown["model_score"] == pytest.approx(pooled["mean"].max())
+    pooled_high = post[(post.task_type == "*") & (post.context_value == "high")]
+    assert rec.recommend("never_seen", {"complexity": "high"}, mode="mean")["model_score"] == pytest.approx(
+        pooled_high["mean"].max()
+    )
+    # Unknown agent -> the prior mean alpha0 / (alpha0 + beta0).
+    with_new = Recommender(post, alpha0=1, beta0=1, agents=list(post.agent_name.unique()) + ["Newcomer"])
+    scores = {
+        r["agent_name"]: r["score"]
+        for r in with_new.recommend("task_001", top_k=10, mode="mean")["recommendations"]
+    }
+    assert scores["Newcomer"] == pytest.approx(0.5)
+    # An empty table gives the prior for everyone.
+    empty = Recommender(post.iloc[0:0], agents=["A", "B"])
+    assert [r["score"] for r in empty.recommend("x", mode="mean")["recommendations"]] == [0.5, 0.5]
+    # Thompson mode samples: seeded and within (0, 1).
+    t1 = rec.recommend("task_001", mode="thompson", rng=np.random.default_rng(3))
+    t2 = rec.recommend("task_001", mode="thompson", rng=np.random.default_rng(3))
+    assert t1["recommendations"] == t2["recommendations"]
+    with pytest.raises(ValueError):
+        rec.recommend("task_001", mode="greedy")
+
+
+def test_batch_equals_single(daily):
+    post = compute_posteriors(daily)
+    rec = Recommender(post)
+    requests = pd.DataFrame(
+        {
+            "task_type": ["task_000", "task_003", "unknown", None, "task_002", "task_005"],
+            "complexity": ["low", None, "high", "medium", "nope", "high"],
+            "domain": ["legal", "medical", None, None, "retail", None],
+        }
+    )
+    batch = rec.recommend_batch(requests, top_k=3, mode="mean")
+    frame = recommend_batch(post, requests, top_k=3, mode="mean")
+    assert len(frame) == 3 * len(requests)
+    for i, req in requests.iterrows():
+        ctx = {k: req[k] for k in ("complexity", "domain") if isinstance(req[k], str)}
+        single = rec.recommend(req["task_type"], ctx, top_k=3, mode="mean")
+        assert batch.response(i)["recommendations"] == single["recommendations"]
+        assert batch.model_score[i] == pytest.approx(single["model_score"])
+        got = frame[frame.request_index == i].sort_values("rank")["agent_name"].tolist()
+        assert got == [r["agent_name"] for r in single["recommendations"]]
+    # A `context` column of dicts works the same way.
+    as_dicts = pd.DataFrame(
+        {
+            "task_type": requests["task_type"],
+            "context": [
+                {k: v for k, v in r.items() if isinstance(v, str)}
+                for r in requests[["complexity", "domain"]].to_dict("records")
+            ],
+        }
+    )
+    again = rec.recommend_batch(as_dicts, mode="mean")
+    assert (again.agents == batch.agents).all()
+    # Thompson batch with a seed is reproducible and ranks by the sampled score.
+    tb = rec.recommend_batch(requests, mode="thompson", rng=np.random.default_rng(0))
+    assert (np.diff(tb.scores, axis=1) <= 0).all()
+
+
+def test_top1_is_true_best_for_95_percent_of_task_types():
+    truth = make_truth(n_tasks=40, n_agents=4, gap=0.15, seed=11)
+    table = generate_events(truth, 40 * 600, n_days=10, end=END, seed=12)  # 600 events per task type
+    rec = Recommender(compute_posteriors(daily_stats(table)))
+    best = truth.best_before()
+    hits = np.mean(
+        [
+            rec.recommend(t, mode="mean")["recommendations"][0]["agent_name"] == best[t]
+            for t in truth.task_types
+        ]
+    )
+    assert hits >= 0.95
+
+
+def test_decay_follows_a_switch_of_the_best_agent():
+    """30 task types, 4 agents, 80 events per task type and day; the best agent switches on day 20 of 30.
+
+    With a half-life of 2 days, the top-1 is the new best for >= 85% of task types 4 days after the switch;
+    without decay it still names the old best 10 days after the switch."""
+    truth = make_truth(n_tasks=30, n_agents=4, gap=0.15, seed=5, switch_day=20)
+    start = END - timedelta(days=30)
+    daily = daily_stats(generate_events(truth, 30 * 30 * 80, n_days=30, end=END, seed=6))
+    switch_date = (start + timedelta(days=20)).date()
+    new_best = truth.best_after()
+
+    def share(as_of, half_life):
+        rec = Recommender(compute_posteriors(daily, half_life_days=half_life, as_of=as_of, n_samples=200))
+        return np.mean(
+            [
+                rec.recommend(t, mode="mean")["recommendations"][0]["agent_name"] == new_best[t]
+                for t in truth.task_types
+            ]
+        )
+
+    assert share(switch_date + timedelta(days=4), 2.0) >= 0.85
+    assert share(switch_date + timedelta(days=9), None) <= 0.1
