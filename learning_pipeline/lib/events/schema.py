@@ -74,6 +74,11 @@ EVENT_FIELDS: tuple[EventField, ...] = (
         description="probability with which the router chose this agent",
     ),
     EventField("candidate_agents", "string_list", description="agents the router could have chosen"),
+    EventField(
+        "decision_id",
+        "string",
+        description="id of the served decision this outcome follows (its propensity comes from the decision log)",
+    ),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in EVENT_FIELDS)

@@ -142,6 +142,7 @@ def generate_events(
         "metadata": pa.nulls(n, pa.string()),
         "selection_propensity": pa.array(np.full(n, 1.0 / n_a)),
         "candidate_agents": pa.nulls(n, pa.list_(pa.string())),
+        "decision_id": pa.nulls(n, pa.string()),
         "source_file": pa.array(np.full(n, "synthetic", dtype=object), pa.string()),
         "record_number": pa.array(np.arange(n, dtype=np.int64)),
         "received_at": ts,

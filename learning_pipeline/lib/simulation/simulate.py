@@ -720,7 +720,8 @@ def _typed_sql(cfg: SimulationConfig, source: str = "base") -> str:
       to_json(struct_pack(complexity := complexity, domain := domain))::VARCHAR AS context,
       to_json(struct_pack(model := model, provider := provider))::VARCHAR AS metadata,
       {propensity} AS selection_propensity,
-      {candidates} AS candidate_agents
+      {candidates} AS candidate_agents,
+      NULL::VARCHAR AS decision_id
     FROM {source}
     """
 
