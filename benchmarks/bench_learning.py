@@ -14,7 +14,7 @@ import argparse
 import random
 import time
 from collections import defaultdict, deque
-from datetime import UTC, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,27 +23,33 @@ import pyarrow.dataset as ds
 from scipy import stats
 
 from learning_pipeline.lib.bandit.thompson import Recommender, compute_posteriors
-from learning_pipeline.lib.simulation.bandit_events import generate_events, make_truth, write_outcome_events
+from learning_pipeline.lib.simulation import SimulationConfig, write_lake
 from learning_pipeline.lib.storage.lake import LakePaths
 from learning_pipeline.lib.storage.sql_runner import SqlProject
 from learning_pipeline.lib.storage.warehouse import lake_connection
 
-END = datetime(2025, 3, 1, tzinfo=UTC)
+END = date(2025, 2, 28)  # the last simulated day
 N_DAYS = 30
 N_TASKS, N_AGENTS = 50, 10
 
 
 def ensure_data(paths: LakePaths, n_events: int) -> None:
-    marker = paths.root / f".generated_{n_events}"
+    marker = paths.root / f".simulated_{n_events}"
     if marker.exists():
         return
-    truth = make_truth(N_TASKS, N_AGENTS, seed=0)
-    per_day = n_events // N_DAYS
-    for day in range(N_DAYS):
-        table = generate_events(
-            truth, per_day, n_days=1, end=END - timedelta(days=N_DAYS - 1 - day), seed=100 + day
-        )
-        write_outcome_events(paths, table)
+    config = SimulationConfig(
+        days=N_DAYS,
+        events_per_day=n_events // N_DAYS,
+        seed=100,
+        truth_seed=0,
+        end_date=END,
+        agents=N_AGENTS,
+        task_types=N_TASKS,
+        gap=0.15,
+        missing_task_type_share=0.02,
+        missing_quality_share=0.05,
+    )
+    write_lake(config, paths.root)  # one day in memory at a time
     marker.write_text("ok")
 
 

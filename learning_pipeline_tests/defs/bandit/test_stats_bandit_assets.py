@@ -1,7 +1,5 @@
 """Materialize the stats and bandit assets on fixture Parquet events and run their checks."""
 
-from datetime import UTC, datetime
-
 import dagster as dg
 import pytest
 
@@ -9,20 +7,29 @@ from learning_pipeline.defs.bandit.definitions import defs as bandit_location
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.defs.stats.definitions import defs as stats_location
 from learning_pipeline.lib.bandit.thompson import POSTERIOR_COLUMNS
-from learning_pipeline.lib.simulation.bandit_events import generate_events, make_truth, write_outcome_events
+from learning_pipeline.lib.simulation import SimulationConfig, write_lake
 from learning_pipeline.lib.storage.lake import LakePaths
 from learning_pipeline.lib.storage.warehouse import lake_connection
 
-END = datetime(2025, 3, 1, tzinfo=UTC)
 DAYS = ["2025-02-26", "2025-02-27", "2025-02-28"]
 
 
 @pytest.fixture(scope="module")
 def lake_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("lake")
-    paths = LakePaths.at(root).ensure()
-    truth = make_truth(n_tasks=4, n_agents=3, seed=3)
-    write_outcome_events(paths, generate_events(truth, 3000, n_days=3, end=END, seed=4))
+    LakePaths.at(root).ensure()
+    config = SimulationConfig(
+        days=3,
+        events_per_day=1000,
+        seed=4,
+        truth_seed=3,
+        end_date=DAYS[-1],
+        agents=3,
+        task_types=4,
+        missing_task_type_share=0.02,
+        missing_quality_share=0.05,
+    )
+    write_lake(config, root)
     return root
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.defs.training.definitions import defs as training_location
-from learning_pipeline.lib.simulation.simulate import SimulationConfig, generate_table, simulation_truth
+from learning_pipeline.lib.simulation import SimulationConfig, SimulationTruth, generate_table
 from learning_pipeline.lib.storage.lake import LakePaths
 from learning_pipeline.lib.training import training_data as td
 from learning_pipeline.lib.training.agent_configs import (
@@ -269,7 +269,7 @@ def test_routing_pairs_match_pandas(simulated_lake):
     )
     by_agent["rate"] = by_agent["successes"] / by_agent["executions"]
     top = by_agent["rate"].groupby(level="task_type").idxmax().map(lambda key: key[1]).to_dict()
-    truth = simulation_truth(config).best_agents()
+    truth = SimulationTruth(config).best_agents()
     agree = np.mean([top.get(t) == a for t, a in truth.items()])
     assert agree >= 0.8, (top, truth)
 

@@ -1,6 +1,6 @@
 """Posteriors from counts (with the partial rule and decay), P(best), recommendations and cold start."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -15,16 +15,32 @@ from learning_pipeline.lib.bandit.thompson import (
     recommend,
     recommend_batch,
 )
-from learning_pipeline.lib.simulation.bandit_events import generate_events, make_truth
+from learning_pipeline.lib.simulation import SimulationConfig, SimulationTruth, generate_table
 from learning_pipeline_tests._learning_fixtures import daily_stats
 
-END = datetime(2025, 3, 1, tzinfo=UTC)
+END = date(2025, 2, 28)  # the last simulated day
+
+
+def simulated(task_types: int, agents: int, days: int, events_per_day: int, seed: int, **truth):
+    """Events from numbered task types and agents, with a few missing task types and quality scores."""
+    cfg = SimulationConfig(
+        days=days,
+        events_per_day=events_per_day,
+        seed=seed,
+        truth_seed=seed,
+        end_date=END,
+        agents=agents,
+        task_types=task_types,
+        missing_task_type_share=0.02,
+        missing_quality_share=0.05,
+        **truth,
+    )
+    return SimulationTruth(cfg), generate_table(cfg, lineage=True)
 
 
 @pytest.fixture(scope="module")
 def events():
-    truth = make_truth(n_tasks=6, n_agents=4, seed=1)
-    return truth, generate_events(truth, 6000, n_days=5, end=END, seed=2)
+    return simulated(task_types=6, agents=4, days=5, events_per_day=1200, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -195,14 +211,14 @@ def test_batch_equals_single(daily):
 
 
 def test_top1_is_true_best_for_95_percent_of_task_types():
-    truth = make_truth(n_tasks=40, n_agents=4, gap=0.15, seed=11)
-    table = generate_events(truth, 40 * 600, n_days=10, end=END, seed=12)  # 600 events per task type
+    truth, table = simulated(task_types=40, agents=4, days=10, events_per_day=40 * 60, seed=11, gap=0.15)
+    # 600 events per task type
     rec = Recommender(compute_posteriors(daily_stats(table)))
-    best = truth.best_before()
+    best = truth.best_agents(0)
     hits = np.mean(
         [
             rec.recommend(t, mode="mean")["recommendations"][0]["agent_name"] == best[t]
-            for t in truth.task_types
+            for t in truth.config.task_types
         ]
     )
     assert hits >= 0.95
@@ -213,18 +229,27 @@ def test_decay_follows_a_switch_of_the_best_agent():
 
     With a half-life of 2 days, the top-1 is the new best for >= 85% of task types 4 days after the switch;
     without decay it still names the old best 10 days after the switch."""
-    truth = make_truth(n_tasks=30, n_agents=4, gap=0.15, seed=5, switch_day=20)
-    start = END - timedelta(days=30)
-    daily = daily_stats(generate_events(truth, 30 * 30 * 80, n_days=30, end=END, seed=6))
-    switch_date = (start + timedelta(days=20)).date()
-    new_best = truth.best_after()
+    truth, table = simulated(
+        task_types=30,
+        agents=4,
+        days=30,
+        events_per_day=30 * 80,
+        seed=5,
+        gap=0.15,
+        switch_day=20,
+        switch_task_types="all",
+    )
+    start = END - timedelta(days=29)  # the first simulated day
+    daily = daily_stats(table)
+    switch_date = start + timedelta(days=20)
+    new_best = truth.best_agents(20)
 
     def share(as_of, half_life):
         rec = Recommender(compute_posteriors(daily, half_life_days=half_life, as_of=as_of, n_samples=200))
         return np.mean(
             [
                 rec.recommend(t, mode="mean")["recommendations"][0]["agent_name"] == new_best[t]
-                for t in truth.task_types
+                for t in truth.config.task_types
             ]
         )
 

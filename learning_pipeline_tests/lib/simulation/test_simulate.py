@@ -3,20 +3,21 @@ from collections import Counter
 from datetime import date, timedelta
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from learning_pipeline.lib.events.schema import FIELD_NAMES, OUTCOME_EVENT_SCHEMA, REQUIRED_FIELDS, STATUSES
-from learning_pipeline.lib.simulation.simulate import (
+from learning_pipeline.lib.simulation import (
     BAD_RECORD_KINDS,
+    DEFAULT_TASK_TYPES,
     OVERSIZED_KIND,
     SEED_EXAMPLE_EVENTS,
     SimulationConfig,
     SimulationTruth,
     generate_table,
     load_truth,
-    true_best_agents,
-    true_policy_value,
-    true_success_probabilities,
+    write_lake,
     write_simulation,
 )
 from learning_pipeline.lib.storage.lake import LakePaths
@@ -80,7 +81,7 @@ def test_truth_best_agent_is_empirically_best():
     assert np.abs(rates - expected.loc[rates.index]).max() < 0.07
     empirical_best = rates.groupby(level=0).idxmax().map(lambda ix: ix[1]).to_dict()
     assert empirical_best == truth.best_agents()
-    gaps = true_best_agents(cfg)["gap"]
+    gaps = truth.best_agents_by_day()["gap"]
     assert gaps.min() > 0.15  # well separated
     assert len(set(truth.best_agents().values())) > 1
 
@@ -88,19 +89,19 @@ def test_truth_best_agent_is_empirically_best():
 def test_truth_tables_and_policy_values():
     cfg = SimulationConfig(days=10, events_per_day=10, end_date=END, switch_day=6)
     truth = SimulationTruth(cfg)
-    probs = true_success_probabilities(cfg, day=0)
+    probs = truth.success_probabilities(day=0)
     assert len(probs) == 6 * 8 * 3 * 4 and probs["success_prob"].between(0, 1).all()
-    by_day = true_best_agents(cfg)
+    by_day = truth.best_agents_by_day()
     before, after = truth.best_agents(5), truth.best_agents(6)
     changed = {t for t in cfg.task_types if before[t] != after[t]}
     assert changed == set(truth.switch_task_types) and changed
     assert by_day.loc[by_day.day_index == 9].set_index("task_type")["best_agent"].to_dict() == after
     assert truth.best_agents("2025-06-26") == before  # day 5 by date
     uniform = {t: {a: 1 for a in cfg.agents} for t in cfg.task_types}
-    v_uniform = true_policy_value(uniform, cfg, day=0)
-    v_best = true_policy_value(before, cfg, day=0)
+    v_uniform = truth.policy_value(uniform, day=0)
+    v_best = truth.policy_value(before, day=0)
     assert v_uniform < v_best <= truth.oracle_value(day=0) + 1e-12
-    assert true_policy_value(before, cfg, day=9) < v_best  # the old routing got worse after the switch
+    assert truth.policy_value(before, day=9) < v_best  # the old routing got worse after the switch
     callable_value = truth.policy_value(lambda task, ctx: before[task], day=0)
     frame_value = truth.policy_value(
         __import__("pandas").DataFrame({"task_type": list(before), "agent_name": list(before.values())}),
@@ -217,3 +218,53 @@ def test_seed_examples_are_valid_events():
         assert all(event.get(f) for f in REQUIRED_FIELDS)
         assert event["status"] in STATUSES
     assert SEED_EXAMPLE_EVENTS[0]["status"] == "success" and SEED_EXAMPLE_EVENTS[1]["status"] == "failure"
+
+
+def test_numbered_agents_and_task_types_with_a_gap():
+    cfg = SimulationConfig(days=1, events_per_day=10, end_date=END, agents=4, task_types=40, gap=0.15)
+    assert cfg.agents == ("agent_00", "agent_01", "agent_02", "agent_03")
+    assert len(cfg.task_types) == 40 and cfg.task_types[:2] == ("task_000", "task_001")
+    rates = SimulationTruth(cfg).task_success_rates()
+    top2 = np.sort(rates.pivot(index="task_type", columns="agent_name", values="success_rate").to_numpy())[
+        :, -2:
+    ]
+    lead = top2[:, 1] - top2[:, 0]  # context-averaged: near the gap, never far from it
+    assert abs(np.median(lead) - 0.15) < 0.03 and lead.min() > 0.1
+    with pytest.raises(ValueError):
+        SimulationConfig(end_date=END, gap=1.5)
+
+
+def test_switch_of_every_task_type():
+    cfg = SimulationConfig(days=4, events_per_day=10, end_date=END, switch_day=2, switch_task_types="all")
+    truth = SimulationTruth(cfg)
+    assert truth.switch_task_types == cfg.task_types
+    before, after = truth.best_agents(1), truth.best_agents(2)
+    assert all(before[t] != after[t] for t in cfg.task_types)
+
+
+def test_events_without_task_type_or_quality():
+    cfg = dict(days=1, events_per_day=4000, end_date=END, seed=3)
+    frame = generate_table(
+        SimulationConfig(missing_task_type_share=0.1, missing_quality_share=0.05, **cfg)
+    ).to_pandas()
+    no_task = frame["task_type"].isna()
+    assert 0.08 < no_task.mean() < 0.12 and 0.035 < frame["quality_score"].isna().mean() < 0.065
+    # An event without task_type names its task in action_type (the pipeline's fallback finds it there).
+    assert set(frame.loc[no_task, "action_type"]) <= set(DEFAULT_TASK_TYPES)
+    assert not frame.loc[~no_task, "action_type"].isin(DEFAULT_TASK_TYPES).any()
+    # The shares are drawn last: everything else is the stream of the same seed without missing fields.
+    plain = generate_table(SimulationConfig(**cfg)).to_pandas()
+    assert frame["event_id"].equals(plain["event_id"]) and frame["status"].equals(plain["status"])
+    assert frame.loc[~no_task, "task_type"].equals(plain.loc[~no_task, "task_type"])
+
+
+def test_write_lake_partitions_are_the_lineage_table(tmp_path):
+    cfg = SimulationConfig(days=3, events_per_day=300, seed=2, end_date=END)
+    files = write_lake(cfg, tmp_path)
+    assert [f.relative_to(LakePaths.at(tmp_path).lake).parent.as_posix() for f in files] == [
+        "outcome_events/event_date=2025-06-28",
+        "outcome_events/event_date=2025-06-29",
+        "outcome_events/event_date=2025-06-30",
+    ]
+    written = pa.concat_tables(pq.ParquetFile(f).read() for f in files)
+    assert written.equals(generate_table(cfg, lineage=True))

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from learning_pipeline.lib.simulation.bandit_events import generate_events, make_truth
+from learning_pipeline.lib.simulation import SimulationConfig, generate_table
 from learning_pipeline.lib.storage.sql_runner import SqlProject
 from learning_pipeline_tests._learning_fixtures import events_connection
 
@@ -18,8 +18,18 @@ WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24)}
 
 @pytest.fixture(scope="module")
 def run():
-    truth = make_truth(n_tasks=3, n_agents=3, seed=8)
-    table = generate_events(truth, 12000, n_days=10, end=END, seed=9)
+    config = SimulationConfig(
+        days=10,
+        events_per_day=1200,
+        seed=9,
+        truth_seed=8,
+        end_date=(END - timedelta(days=1)).date(),
+        agents=3,
+        task_types=3,
+        missing_task_type_share=0.02,
+        missing_quality_share=0.05,
+    )
+    table = generate_table(config, lineage=True)
     con = events_connection(table)
     SqlProject.load().run(con, select=["agent_stats", "agent_task_stats"], vars={"as_of": AS_OF})
     events = table.to_pandas()
