@@ -1,14 +1,18 @@
 """Routing policies: trained on events before a cut-off, evaluated off-policy on events after it, gated.
 
-A `RoutingPolicy` scores every agent for a (task_type, context) and routes to the best one (top-1,
-deterministic). Its scores come from the Beta posterior table (`agent_posteriors` contract: one broad
-row per (task_type, agent) with context_key = context_value = '*', plus one row per context bucket such
-as ('complexity', 'high')), optionally replaced by a scikit-learn contextual success model when that
-model beats the posteriors on a time-based validation split by log loss.
+A `RoutingPolicy` is the one object that is registered, evaluated, shadowed and served. For a request
+(task_type, context, eligible agents) it scores every agent and selects one with the probabilities of
+`exploration.selection_probabilities`: Thompson sampling over the scores with each agent's posterior
+uncertainty, plus an exploration floor. The gate evaluates exactly those probabilities; the API samples
+from them and logs them as the decision's propensities.
 
-Posterior scoring: `thompson.Recommender` in mean mode (the same fallback chain as the served
-recommendations: most specific context bucket -> task level -> pooled -> prior). The registered MLflow
-model wraps this same object, so it serves exactly what was evaluated.
+Scores come from the Beta posterior table (`agent_posteriors` contract: one broad row per
+(task_type, agent) with context_key = context_value = '*', plus one row per context bucket such as
+('complexity', 'high')), optionally replaced by a scikit-learn contextual success model when that model
+beats the posteriors on a time-based validation split by log loss. Uncertainty always comes from the
+posteriors (the evidence behind the score).
+
+Posterior scoring: `thompson.Recommender` (most specific context bucket -> task level -> pooled -> prior).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from learning_pipeline.lib.bandit import ope, thompson
+from learning_pipeline.lib.bandit import exploration, ope, thompson
 
 BROAD = thompson.ALL
 DEFAULT_CONTEXT_KEYS = ("complexity", "domain")
@@ -115,6 +119,59 @@ class RoutingPolicy:
         codes, uniques = _factorize_rows(ctx)
         return self.score_contexts(uniques)[codes]
 
+    def posterior_sd(self, contexts: pd.DataFrame) -> np.ndarray:
+        """(m, k) standard deviation of each agent's resolved Beta posterior."""
+        rows = self._recommender.resolve_batch(self._contexts_frame(contexts))
+        return exploration.beta_sd(self._recommender.alpha[rows], self._recommender.beta[rows])
+
+    @property
+    def exploration(self) -> float:
+        return float(self.params.get("exploration", exploration.DEFAULT_EXPLORATION))
+
+    @property
+    def prior_sd(self) -> float:
+        alpha0, beta0 = float(self.params.get("alpha0", 1.0)), float(self.params.get("beta0", 1.0))
+        return float(exploration.beta_sd(np.array(alpha0), np.array(beta0)))
+
+    def selection_probabilities(
+        self, contexts: pd.DataFrame, universe: tuple[str, ...], eligible: np.ndarray
+    ) -> np.ndarray:
+        """(m, U) probability of selecting each agent of `universe` for m (task_type, context) rows.
+
+        eligible: (m, U) bool, the agents each request may be routed to. Agents unknown to this policy
+        score its prior mean with the prior's uncertainty. The same request gives the same probabilities
+        whatever the universe's order or the other rows: see `exploration`.
+        """
+        mean = np.full((len(contexts), len(universe)), self.prior_mean)
+        sd = np.full_like(mean, self.prior_sd)
+        pos = {a: i for i, a in enumerate(universe)}
+        mine = [i for i, a in enumerate(self.agents) if a in pos]
+        cols = np.array([pos[self.agents[i]] for i in mine], dtype=int)
+        if len(cols):
+            mean[:, cols] = self.score_contexts(contexts)[:, mine]
+            sd[:, cols] = self.posterior_sd(contexts)[:, mine]
+        return exploration.selection_probabilities(mean, sd, eligible, tuple(universe), self.exploration)
+
+    def decide(self, requests: pd.DataFrame) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+        """Universe, (m, U) selection probabilities and (m, U) eligibility for request rows.
+
+        requests: task_type, context key columns, optional `candidate_agents` (list or None per row). Without
+        candidates a request may go to the agents with evidence for its task type (all for an unknown one).
+        """
+        listed = requests["candidate_agents"] if "candidate_agents" in requests.columns else None
+        extra = sorted(
+            {a for c in (listed if listed is not None else []) if c is not None for a in c} - set(self.agents)
+        )
+        universe = tuple(self.agents) + tuple(extra)
+        known = np.zeros((len(requests), len(universe)), dtype=bool)
+        known[:, : len(self.agents)] = self.known_agent_mask(requests["task_type"].to_numpy())
+        if listed is not None:
+            mask, has_list = candidate_mask([list(c) if c is not None else [] for c in listed], universe)
+            eligible = np.where(has_list[:, None], mask, known)
+        else:
+            eligible = known
+        return universe, self.selection_probabilities(requests, universe, eligible), eligible
+
     def known_agent_mask(self, task_types: np.ndarray) -> np.ndarray:
         """(n, k): agents with evidence for the event's task type (all agents for unknown task types)."""
         tasks = pd.Series(task_types, dtype=object).fillna("unspecified").to_numpy()
@@ -125,36 +182,36 @@ class RoutingPolicy:
         seen[~seen.any(axis=1)] = True
         return seen
 
-    def action_probabilities(self, scores: np.ndarray, available: np.ndarray) -> np.ndarray:
-        """Deterministic top-1 policy over the available agents of each event (one-hot rows)."""
-        masked = np.where(available, scores, -np.inf)
-        return ope.one_hot(np.argmax(masked, axis=1), len(self.agents))
-
     def recommend(self, requests: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
-        """Top-k agents per request row (task_type + context columns, optional top_k column)."""
+        """Top-k agents per request row by selection probability, with their propensities and scores.
+
+        requests: task_type, context key columns, optional top_k and candidate_agents columns.
+        """
+        columns = ["task_type", "agent_name", "score", "agents", "scores", "propensities"]
         if requests.empty:
-            return pd.DataFrame({"task_type": [], "agent_name": [], "score": [], "agents": [], "scores": []})
-        scores = self.scores(requests)
-        avail = self.known_agent_mask(requests["task_type"].to_numpy())
-        masked = np.where(avail, scores, -np.inf)
-        order = np.argsort(-masked, axis=1, kind="stable")
+            return pd.DataFrame({c: [] for c in columns})
+        requests = requests.reset_index(drop=True)
+        universe, probs, eligible = self.decide(requests)
+        scores = np.full(probs.shape, self.prior_mean)
+        scores[:, : len(self.agents)] = self.score_contexts(requests)
+        order = np.argsort(-np.where(eligible, probs, -1.0), axis=1, kind="stable")
         ks = (
             requests["top_k"].fillna(top_k).astype(int).to_numpy()
             if "top_k" in requests.columns
             else np.full(len(requests), top_k)
         )
-        ks = np.clip(np.minimum(ks, avail.sum(axis=1)), 1, None)
-        names = np.array(self.agents, dtype=object)[order]
-        ranked = np.take_along_axis(scores, order, axis=1)
-        agents = [names[i, : ks[i]].tolist() for i in range(len(requests))]
-        values = [ranked[i, : ks[i]].round(6).tolist() for i in range(len(requests))]
+        ks = np.clip(np.minimum(ks, eligible.sum(axis=1)), 1, None)
+        names = np.array(universe, dtype=object)[order]
+        ranked_scores = np.take_along_axis(scores, order, axis=1)
+        ranked_probs = np.take_along_axis(probs, order, axis=1)
         return pd.DataFrame(
             {
                 "task_type": self._contexts_frame(requests)["task_type"].to_numpy(),
                 "agent_name": names[:, 0],
-                "score": ranked[:, 0],
-                "agents": agents,
-                "scores": values,
+                "score": ranked_scores[:, 0],
+                "agents": [names[i, : ks[i]].tolist() for i in range(len(requests))],
+                "scores": [ranked_scores[i, : ks[i]].round(6).tolist() for i in range(len(requests))],
+                "propensities": [ranked_probs[i, : ks[i]].tolist() for i in range(len(requests))],
             }
         )
 
@@ -376,6 +433,7 @@ class CycleEvaluation:
     calibration: dict[str, dict[str, float]]
     agents: tuple[str, ...]
     n_events: int
+    decision_join: dict[str, int] = field(default_factory=dict)  # outcomes vs the decision log
 
     def metrics(self) -> dict[str, float]:
         out = {
@@ -389,6 +447,7 @@ class CycleEvaluation:
             "accepted": float(self.gate.accepted),
         }
         out.update(self.evaluation.flat_metrics())
+        out.update({f"decisions.{name}": float(value) for name, value in self.decision_join.items()})
         for policy, cal in self.calibration.items():
             for name, value in cal.items():
                 out[f"{policy}.{name}"] = value
@@ -463,7 +522,7 @@ def evaluate_candidate(
     tasks = (
         contexts["task_type"].astype(object).where(contexts["task_type"].notna(), "unspecified").to_numpy()
     )
-    cand_scores_ctx, cand_known = _aligned_scores(candidate, contexts, universe)
+    cand_scores_ctx, _ = _aligned_scores(candidate, contexts, universe)
     cand_task_known = np.zeros((len(contexts), len(universe)), dtype=bool)
     cand_task_known[:, [universe.index(a) for a in candidate.agents]] = candidate.known_agent_mask(tasks)
     avail_ctx = seen_by_task[task_codes] | cand_task_known
@@ -471,17 +530,22 @@ def evaluate_candidate(
     available[np.arange(data.n), data.actions] |= ~has_list  # the logged choice was available
     cand_scores = cand_scores_ctx[ctx_codes]
 
-    def top1(scores: np.ndarray, known: np.ndarray) -> np.ndarray:
-        # prefer agents the policy knows; unknown ones only if nothing known is available
-        pref = np.where(available & known[None, :], scores, np.where(available, -1.0, -np.inf))
-        return ope.one_hot(np.argmax(pref, axis=1), len(universe))
+    # one probability computation per distinct (context, eligible set), broadcast to the events
+    packed = np.packbits(available, axis=1)
+    _, pattern = np.unique(packed, axis=0, return_inverse=True)
+    combo_key = ctx_codes.astype(np.int64) * (int(pattern.max()) + 1 if len(pattern) else 1) + pattern.ravel()
+    _, combo_first, combo_codes = np.unique(combo_key, return_index=True, return_inverse=True)
+    combo_contexts = contexts.iloc[ctx_codes[combo_first]].reset_index(drop=True)
+    combo_eligible = available[combo_first]
 
-    targets = {"candidate": top1(cand_scores, cand_known)}
+    def probabilities(policy: RoutingPolicy) -> np.ndarray:
+        return policy.selection_probabilities(combo_contexts, universe, combo_eligible)[combo_codes.ravel()]
+
+    targets = {"candidate": probabilities(candidate)}
     calibration = {"candidate": ope.calibration(cand_scores, data)}
     if champion is not None:
-        champ_scores_ctx, champ_known = _aligned_scores(champion, contexts, universe)
-        champ_scores = champ_scores_ctx[ctx_codes]
-        targets["champion"] = top1(champ_scores, champ_known)
+        champ_scores = _aligned_scores(champion, contexts, universe)[0][ctx_codes]
+        targets["champion"] = probabilities(champion)
         calibration["champion"] = ope.calibration(champ_scores, data)
         baseline, kind = "champion", "champion"
     else:

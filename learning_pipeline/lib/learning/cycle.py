@@ -216,15 +216,82 @@ def daily_from_cells(cells: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame
 
 def held_out_events(con, start: date, end: date, keys: tuple[str, ...], reward_rule: str):
     """Event-level rows for evaluation (task_type, context keys, agent, reward, propensity) and the
-    events' candidate_agents as an Arrow list array."""
+    events' candidate sets as an Arrow list array.
+
+    An outcome that carries a `decision_id` found in `agent_decisions` (the served row) takes its propensity
+    (the probability of the agent that acted) and its candidate set from the decision log; with an unknown
+    decision_id, or an agent the decision could not have chosen, it has no propensity. Outcomes without a
+    decision_id keep the client's `selection_propensity` and `candidate_agents` (offline logs, the simulator).
+    """
+    decisions = "agent_decisions" in _table_names(con)
+    joined = (
+        """LEFT JOIN (SELECT decision_id, agents, probabilities FROM agent_decisions WHERE served) AS d
+               ON e.decision_id = d.decision_id"""
+        if decisions
+        else "LEFT JOIN (SELECT NULL::VARCHAR AS decision_id, NULL::VARCHAR[] AS agents,"
+        " NULL::DOUBLE[] AS probabilities) AS d ON false"
+    )
     sql = f"""
         SELECT coalesce(task_type, action_type, 'unspecified') AS task_type, {_context_select(keys)},
-               agent_name, {REWARD_SQL[reward_rule]} AS reward, selection_propensity, candidate_agents
-        FROM outcome_events
-        WHERE cast(event_date AS DATE) BETWEEN ? AND ?
+               agent_name, {REWARD_SQL[reward_rule]} AS reward,
+               CASE WHEN e.decision_id IS NULL THEN e.selection_propensity
+                    ELSE list_extract(d.probabilities, list_position(d.agents, e.agent_name)) END
+                   AS selection_propensity,
+               CASE WHEN e.decision_id IS NULL THEN e.candidate_agents ELSE d.agents END AS candidate_agents
+        FROM outcome_events AS e {joined}
+        WHERE cast(e.event_date AS DATE) BETWEEN ? AND ?
     """
     table = con.execute(sql, [start, end]).to_arrow_table()
     return table.drop_columns(["candidate_agents"]).to_pandas(), table.column("candidate_agents")
+
+
+def decision_join_stats(con, start: date, end: date) -> dict[str, int]:
+    """How outcomes of the window met the decision log: matched, unmatched (unknown decision_id), acted
+    outside the decision's eligible agents, and served decisions of the window without any outcome."""
+    if "agent_decisions" not in _table_names(con):
+        counts = con.execute(
+            """SELECT count(*), count(decision_id) FROM outcome_events
+               WHERE cast(event_date AS DATE) BETWEEN ? AND ?""",
+            [start, end],
+        ).fetchone()
+        return {
+            "outcomes": counts[0],
+            "with_decision_id": counts[1],
+            "matched": 0,
+            "unmatched": counts[1],
+            "acted_outside_decision": 0,
+            "decisions_served": 0,
+            "decisions_without_outcome": 0,
+        }
+    row = con.execute(
+        """
+        WITH d AS (SELECT decision_id, agents, decided_at FROM agent_decisions WHERE served),
+             o AS (SELECT decision_id, agent_name FROM outcome_events
+                   WHERE cast(event_date AS DATE) BETWEEN ? AND ?)
+        SELECT (SELECT count(*) FROM o),
+               (SELECT count(decision_id) FROM o),
+               (SELECT count(*) FROM o JOIN d USING (decision_id)),
+               (SELECT count(*) FROM o JOIN d USING (decision_id) WHERE NOT list_contains(d.agents, o.agent_name)),
+               (SELECT count(*) FROM d WHERE cast(decided_at AS DATE) BETWEEN ? AND ?),
+               (SELECT count(*) FROM d WHERE cast(decided_at AS DATE) BETWEEN ? AND ?
+                  AND decision_id NOT IN (SELECT decision_id FROM outcome_events WHERE decision_id IS NOT NULL))
+        """,
+        [start, end, start, end, start, end],
+    ).fetchone()
+    outcomes, with_id, matched, outside, served, without = (int(v) for v in row)
+    return {
+        "outcomes": outcomes,
+        "with_decision_id": with_id,
+        "matched": matched,
+        "unmatched": with_id - matched,
+        "acted_outside_decision": outside,
+        "decisions_served": served,
+        "decisions_without_outcome": without,
+    }
+
+
+def _table_names(con) -> set[str]:
+    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
 
 
 def _posteriors(daily: pd.DataFrame, config: CycleConfig, as_of: date) -> pd.DataFrame:
@@ -351,6 +418,7 @@ def evaluate_window(
         max_regression=config.max_regression,
         min_propensity_coverage=config.min_propensity_coverage,
     )
+    result.decision_join = decision_join_stats(con, window.cutoff, window.eval_end)
     return result, load_ms, len(events)
 
 

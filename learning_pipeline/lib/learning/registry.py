@@ -35,6 +35,7 @@ from mlflow import MlflowClient
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
+from learning_pipeline.lib.bandit.plots import plot_posteriors, plot_success_over_time
 from learning_pipeline.lib.bandit.policy import CycleEvaluation, RoutingPolicy
 
 EXPERIMENT_NAME = "agent-learning-cycles"
@@ -105,7 +106,8 @@ def ensure_experiment(
 
 
 class RouterModel(mlflow.pyfunc.PythonModel):
-    """Serves the evaluated routing policy: top-k agents with scores per request row."""
+    """The evaluated routing policy: per request row the top-k agents by selection probability, with each
+    agent's probability of being selected (`propensities`) and predicted success (`scores`)."""
 
     def load_context(self, context):
         self.policy = RoutingPolicy.load(context.artifacts["policy"])
@@ -120,7 +122,7 @@ def router_signature(context_keys: tuple[str, ...]) -> ModelSignature:
     inputs = Schema(
         [ColSpec("string", "task_type")]
         + [ColSpec("string", key, required=False) for key in context_keys]
-        + [ColSpec("long", "top_k", required=False)]
+        + [ColSpec("long", "top_k", required=False), ColSpec(Array("string"), "candidate_agents", required=False)]
     )
     outputs = Schema(
         [
@@ -129,67 +131,10 @@ def router_signature(context_keys: tuple[str, ...]) -> ModelSignature:
             ColSpec("double", "score"),
             ColSpec(Array("string"), "agents"),
             ColSpec(Array("double"), "scores"),
+            ColSpec(Array("double"), "propensities"),
         ]
     )
     return ModelSignature(inputs=inputs, outputs=outputs, params=ParamSchema([ParamSpec("top_k", "long", 3)]))
-
-
-# ---- plots -----------------------------------------------------------------------------------------
-
-
-def plot_posteriors(posteriors: pd.DataFrame, path: Path, max_tasks: int = 4) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy import stats
-
-    broad = posteriors[
-        (posteriors["context_key"] == "*")
-        & (posteriors["context_value"] == "*")
-        & (posteriors["task_type"] != "*")
-    ]
-    tasks = broad.groupby("task_type")["n_events"].sum().sort_values(ascending=False).index[:max_tasks]
-    cols = min(3, max(1, len(tasks)))
-    rows = max(1, int(np.ceil(len(tasks) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3 * rows), squeeze=False)
-    x = np.linspace(0.001, 0.999, 200)
-    for ax, task in zip(axes.flat, tasks, strict=False):
-        sub = broad[broad["task_type"] == task].sort_values("mean", ascending=False).head(8)
-        for _, row in sub.iterrows():
-            ax.plot(x, stats.beta.pdf(x, row["alpha"], row["beta"]), label=str(row["agent_name"]))
-        ax.set_title(str(task), fontsize=9)
-        ax.legend(fontsize=6, loc="upper left")
-    for ax in list(axes.flat)[len(tasks) :]:
-        ax.axis("off")
-    fig.suptitle("posterior densities of success (task level)")
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.88, wspace=0.25, hspace=0.45)
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return path
-
-
-def plot_success_over_time(daily: pd.DataFrame, path: Path, max_agents: int = 10) -> Path:
-    """daily: columns day, agent_name, success_rate, n."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    if not daily.empty:
-        top = daily.groupby("agent_name")["n"].sum().sort_values(ascending=False).index[:max_agents]
-        for agent in top:
-            sub = daily[daily["agent_name"] == agent].sort_values("day")
-            ax.plot(pd.to_datetime(sub["day"]), sub["success_rate"], marker=".", label=str(agent))
-        ax.legend(fontsize=6, ncol=2, loc="lower left")
-    ax.set_ylabel("success rate")
-    ax.set_title("daily success rate per agent (training window + held-out)")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return path
 
 
 # ---- one evaluated version -------------------------------------------------------------------------

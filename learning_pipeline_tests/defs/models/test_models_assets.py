@@ -143,6 +143,7 @@ def test_champion_loads_in_a_fresh_process(materialized):
         "out = m.predict(pd.DataFrame({'task_type': ['analysis', 'planning'], 'complexity': ['high', None],"
         " 'domain': ['legal', 'general']}), params={'top_k': 2})\n"
         "print(json.dumps({'agents': out['agents'].tolist(), 'top': out['agent_name'].tolist(),"
+        " 'propensities': out['propensities'].tolist(),"
         " 'inputs': [c.name for c in m.metadata.get_input_schema().inputs]}))\n"
     )
     env = {**os.environ, "MLFLOW_TRACKING_URI": resources["mlflow"].uri}
@@ -152,7 +153,10 @@ def test_champion_loads_in_a_fresh_process(materialized):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [len(a) for a in out["agents"]] == [2, 2]
-    assert out["inputs"] == ["task_type", "complexity", "domain", "top_k"]
+    assert out["inputs"] == ["task_type", "complexity", "domain", "top_k", "candidate_agents"]
+    # every returned agent carries its selection probability, best first
+    assert all(0 < p <= 1 for row in out["propensities"] for p in row)
+    assert all(row == sorted(row, reverse=True) for row in out["propensities"])
     best = truth.best_agents()
     assert out["top"][0] == best["analysis"] and out["top"][1] == best["planning"]
 

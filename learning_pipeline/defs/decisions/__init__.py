@@ -1,0 +1,1 @@
+"""Decisions: the served decisions of the decision service, validated per day like outcome events."""
