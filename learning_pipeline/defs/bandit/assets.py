@@ -3,22 +3,18 @@
 import base64
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
-import matplotlib
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 
-matplotlib.use("Agg")
-import dagster as dg  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pyarrow as pa  # noqa: E402
-
-from learning_pipeline.defs.partitions import ALL_DAYS  # noqa: E402
-from learning_pipeline.defs.resources import LakeResource  # noqa: E402
-from learning_pipeline.defs.stats.assets import stats_connection  # noqa: E402
-from learning_pipeline.lib.bandit.thompson import ALL, Recommender, compute_posteriors, decay_factor  # noqa: E402
-from learning_pipeline.lib.storage.lake import LakePaths, write_bytes_atomic, write_parquet_atomic  # noqa: E402
+from learning_pipeline.defs.partitions import ALL_DAYS
+from learning_pipeline.defs.resources import LakeResource
+from learning_pipeline.defs.stats.assets import stats_connection
+from learning_pipeline.lib.bandit.plots import plot_posteriors
+from learning_pipeline.lib.bandit.thompson import ALL, Recommender, compute_posteriors, decay_factor
+from learning_pipeline.lib.storage.lake import LakePaths, write_bytes_atomic, write_parquet_atomic
 
 PARAMS_FILE = "_params.json"  # priors and decay of the current posteriors, beside the Parquet file
 
@@ -41,40 +37,6 @@ class RecommendationConfig(dg.Config):
 def read_params(paths: LakePaths) -> dict:
     path = paths.table("agent_posteriors") / PARAMS_FILE
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def posterior_plot(post: pd.DataFrame, path: Path, max_tasks: int = 12) -> Path:
-    """Posterior mean and 95% interval per agent, one panel row per task type (task level)."""
-    broad = post[(post["context_key"] == ALL) & (post["task_type"] != ALL)]
-    tasks = sorted(broad["task_type"].unique())[:max_tasks]
-    fig, ax = plt.subplots(figsize=(10, max(2.5, 0.5 * len(broad[broad["task_type"].isin(tasks)]))))
-    y = 0
-    ticks, labels = [], []
-    for task in tasks:
-        rows = broad[broad["task_type"] == task].sort_values("mean")
-        for _, r in rows.iterrows():
-            ax.errorbar(
-                r["mean"],
-                y,
-                xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]],
-                fmt="o",
-                color="C1" if r["p_best"] == rows["p_best"].max() else "C0",
-            )
-            ticks.append(y)
-            labels.append(f"{task} / {r['agent_name']}  P(best)={r['p_best']:.2f}")
-            y += 1
-        y += 1
-    ax.set_yticks(ticks, labels, fontsize=7)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("posterior mean of success with 95% credible interval")
-    ax.set_title("agent_posteriors (task level)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 @dg.asset(
@@ -112,7 +74,7 @@ def agent_posteriors(config: PosteriorConfig, lake: LakeResource) -> dg.Material
         "as_of": config.as_of,
     }
     write_bytes_atomic(paths.table("agent_posteriors") / PARAMS_FILE, json.dumps(params).encode())
-    plot = posterior_plot(post, paths.root / "plots" / "agent_posteriors.png")
+    plot = plot_posteriors(post, paths.root / "plots" / "agent_posteriors.png")
     broad = post[(post["context_key"] == ALL) & (post["task_type"] != ALL)]
     best = broad.sort_values("p_best", ascending=False).groupby("task_type").head(1).sort_values("task_type")
     summary = best[["task_type", "agent_name", "mean", "ci_low", "ci_high", "p_best", "n_events"]].head(30)
