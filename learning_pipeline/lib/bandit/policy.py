@@ -125,6 +125,11 @@ class RoutingPolicy:
         return exploration.beta_sd(self._recommender.alpha[rows], self._recommender.beta[rows])
 
     @property
+    def known_tasks(self) -> frozenset[str]:
+        """Task types with evidence in this policy (others get the cold-start answer)."""
+        return frozenset(self._known_tasks)
+
+    @property
     def exploration(self) -> float:
         return float(self.params.get("exploration", exploration.DEFAULT_EXPLORATION))
 
@@ -434,6 +439,8 @@ class CycleEvaluation:
     agents: tuple[str, ...]
     n_events: int
     decision_join: dict[str, int] = field(default_factory=dict)  # outcomes vs the decision log
+    # (n, U) selection probabilities of each evaluated policy per held-out event, when asked to keep them
+    target_probabilities: dict[str, np.ndarray] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         out = {
@@ -479,6 +486,7 @@ def evaluate_candidate(
     max_regression: float = 0.01,
     min_propensity_coverage: float = 0.95,
     confidence: float = 0.95,
+    keep_targets: bool = False,
 ) -> CycleEvaluation:
     """Evaluate candidate vs champion (or uniform random when there is none) on held-out events.
 
@@ -562,4 +570,5 @@ def evaluate_candidate(
         confidence=confidence,
     )
     gate = eval_gate(evaluation, "candidate", baseline, kind, min_improvement, max_regression)
-    return CycleEvaluation(evaluation, gate, calibration, universe, data.n)
+    kept = targets if keep_targets else {}
+    return CycleEvaluation(evaluation, gate, calibration, universe, data.n, target_probabilities=kept)

@@ -68,7 +68,7 @@ def write_decisions(paths: LakePaths, rows: list[dict]) -> list[Path]:
     written = []
     for day in pc.unique(days).to_pylist():
         part = table.filter(pc.equal(days, day))
-        path = decision_log_dir(paths) / f"event_date={day}" / f"{new_batch_name()}.parquet"
+        path = decision_log_dir(paths) / f"event_date={day}" / new_batch_name("decisions", "parquet")
         written.append(write_parquet_atomic(path, part))
     return written
 

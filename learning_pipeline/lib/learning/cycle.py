@@ -237,7 +237,8 @@ def held_out_events(con, start: date, end: date, keys: tuple[str, ...], reward_r
                CASE WHEN e.decision_id IS NULL THEN e.selection_propensity
                     ELSE list_extract(d.probabilities, list_position(d.agents, e.agent_name)) END
                    AS selection_propensity,
-               CASE WHEN e.decision_id IS NULL THEN e.candidate_agents ELSE d.agents END AS candidate_agents
+               CASE WHEN e.decision_id IS NULL THEN e.candidate_agents ELSE d.agents END AS candidate_agents,
+               e.decision_id
         FROM outcome_events AS e {joined}
         WHERE cast(e.event_date AS DATE) BETWEEN ? AND ?
     """
