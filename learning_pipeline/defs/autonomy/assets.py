@@ -5,6 +5,7 @@ import pandas as pd
 
 from learning_pipeline.defs.autonomy.resources import AutonomyResource
 from learning_pipeline.defs.lazy import lazy_module
+from learning_pipeline.defs.metadata import markdown_table
 from learning_pipeline.defs.models.resources import MlflowResource
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.autonomy import continuous as loop
@@ -19,10 +20,6 @@ from learning_pipeline.lib.autonomy.alerts import (
 from learning_pipeline.lib.storage.warehouse import lake_connection
 
 autonomy_ops = lazy_module("learning_pipeline.lib.autonomy.operations")
-
-
-def _md(frame: pd.DataFrame) -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.to_markdown(index=False) if not frame.empty else "(none)")
 
 
 @dg.asset(
@@ -47,7 +44,9 @@ def model_approvals(
             "pending": int((approvals.groupby("version")["decision"].last() == graduation.PENDING).sum())
             if not approvals.empty
             else 0,
-            "decisions": _md(approvals[["version", "decision", "decided_by", "reason", "at"]].tail(20)),
+            "decisions": markdown_table(
+                approvals[["version", "decision", "decided_by", "reason", "at"]].tail(20)
+            ),
         }
     )
 
@@ -92,8 +91,8 @@ def graduation_status(
     return dg.MaterializeResult(
         metadata={
             "checked": len(results),
-            "status": _md(autonomy_ops.status_frame(paths, mlflow.uri)),
-            "checks": _md(frame[cols].round(4) if not frame.empty else frame),
+            "status": markdown_table(autonomy_ops.status_frame(paths, mlflow.uri)),
+            "checks": markdown_table(frame[cols].round(4) if not frame.empty else frame),
         }
     )
 
@@ -132,7 +131,9 @@ def agent_alerts(
             "raised": len(raised),
             "suppressed": len(candidates) - len(raised),
             "open": len(open_alerts),
-            "open_alerts": _md(open_alerts[["id", "alert_type", "severity", "title", "created_at"]].head(20)),
+            "open_alerts": markdown_table(
+                open_alerts[["id", "alert_type", "severity", "title", "created_at"]].head(20)
+            ),
         }
     )
 

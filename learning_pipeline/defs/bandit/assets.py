@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from learning_pipeline.defs.metadata import markdown_table
 from learning_pipeline.defs.partitions import ALL_DAYS
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.defs.stats.assets import stats_connection
@@ -85,9 +86,7 @@ def agent_posteriors(config: PosteriorConfig, lake: LakeResource) -> dg.Material
             "task_types": int(broad["task_type"].nunique()),
             "agents": int(post["agent_name"].nunique()),
             "priors": dg.MetadataValue.json(params),
-            "best_agent_per_task": dg.MetadataValue.md(
-                summary.to_markdown(index=False, floatfmt=".3f") if len(summary) else "(empty)"
-            ),
+            "best_agent_per_task": markdown_table(summary, floatfmt=".3f", empty="(empty)"),
             "plot": dg.MetadataValue.md(f"![agent posteriors](data:image/png;base64,{image})"),
             "plot_path": dg.MetadataValue.path(str(plot)),
         }
@@ -133,12 +132,8 @@ def agent_recommendations(config: RecommendationConfig, lake: LakeResource) -> d
         metadata={
             "dagster/row_count": len(table),
             "priors": dg.MetadataValue.json(params),
-            "top1_per_task": dg.MetadataValue.md(
-                top1[["task_type", "agent_name", "score", "model_score"]].to_markdown(
-                    index=False, floatfmt=".3f"
-                )
-                if len(top1)
-                else "(empty)"
+            "top1_per_task": markdown_table(
+                top1[["task_type", "agent_name", "score", "model_score"]], floatfmt=".3f", empty="(empty)"
             ),
         }
     )

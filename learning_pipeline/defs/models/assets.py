@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from learning_pipeline.defs.lazy import lazy_module
+from learning_pipeline.defs.metadata import markdown_table
 from learning_pipeline.defs.models.resources import MlflowResource
 from learning_pipeline.defs.partitions import daily_partitions
 from learning_pipeline.defs.resources import LakeResource
@@ -82,9 +83,7 @@ def candidate_policy(
             "posterior_rows": len(policy.posteriors),
             "window": f"{window.train_start} .. {window.cutoff} (exclusive)",
             "validation": dg.MetadataValue.json(policy.validation),
-            "best_per_task": dg.MetadataValue.md(
-                top[["task_type", "agent_name", "mean", "n_events"]].round(4).to_markdown(index=False)
-            ),
+            "best_per_task": markdown_table(top[["task_type", "agent_name", "mean", "n_events"]].round(4)),
             "timings_ms": dg.MetadataValue.json({k: round(v, 1) for k, v in trained.timings_ms.items()}),
         }
     )
@@ -143,7 +142,7 @@ def policy_evaluation(
             "held_out_events": n,
             "propensity_coverage": result.evaluation.propensity_coverage,
             "calibration": dg.MetadataValue.json(result.calibration),
-            "estimates": dg.MetadataValue.md(pd.DataFrame(rows).round(4).to_markdown(index=False)),
+            "estimates": markdown_table(pd.DataFrame(rows).round(4)),
         }
     )
 
@@ -200,10 +199,8 @@ def model_versions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow
             "mlflow_run_id": registered.run_id,
             "model_uri": registered.model_uri,
             "dagster/row_count": len(versions),
-            "versions": dg.MetadataValue.md(
-                versions[
-                    ["version_number", "status", "parent_version", "gate", "improvement", "aliases"]
-                ].to_markdown(index=False)
+            "versions": markdown_table(
+                versions[["version_number", "status", "parent_version", "gate", "improvement", "aliases"]]
             ),
             "timings_ms": dg.MetadataValue.json({k: round(v, 1) for k, v in registered.timings_ms.items()}),
         },

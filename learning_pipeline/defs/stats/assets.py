@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 
+from learning_pipeline.defs.metadata import markdown_table
 from learning_pipeline.defs.partitions import ALL_DAYS, ONE_DAY, daily_partitions, follows_new_data
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.events.schema import OUTCOME_EVENT_SCHEMA
@@ -34,11 +35,6 @@ def stats_connection(paths: LakePaths) -> duckdb.DuckDBPyConnection:
         con.register("_empty_outcome_events", empty)
         con.execute('CREATE VIEW outcome_events AS SELECT * FROM "_empty_outcome_events"').fetchall()
     return con
-
-
-def markdown_preview(con: duckdb.DuckDBPyConnection, sql: str) -> str:
-    frame = con.execute(sql).df()
-    return frame.to_markdown(index=False) if len(frame) else "(empty)"
 
 
 class DailyStatsConfig(dg.Config):
@@ -81,10 +77,12 @@ def agent_daily_stats(
         n_events = con.execute(
             "SELECT coalesce(sum(n_events), 0) FROM agent_daily_stats WHERE task_type <> '*' AND context_key = '*'"
         ).fetchall()[0][0]
-        preview = markdown_preview(
-            con,
-            "SELECT agent_name, task_type, n_events, successes, failures, partials, timeouts FROM agent_daily_stats "
-            "WHERE task_type <> '*' AND context_key = '*' ORDER BY n_events DESC LIMIT 10",
+        preview = markdown_table(
+            con.execute(
+                "SELECT agent_name, task_type, n_events, successes, failures, partials, timeouts "
+                "FROM agent_daily_stats WHERE task_type <> '*' AND context_key = '*' ORDER BY n_events DESC LIMIT 10"
+            ).df(),
+            empty="(empty)",
         )
     return dg.MaterializeResult(
         metadata={
@@ -92,7 +90,7 @@ def agent_daily_stats(
             "n_events": int(n_events),
             "error_rows": counts["agent_daily_errors"],
             "latency_hist_rows": counts["agent_daily_latency_hist"],
-            "preview": dg.MetadataValue.md(preview),
+            "preview": preview,
         }
     )
 
@@ -190,6 +188,6 @@ def agent_stats_marts(context: dg.AssetExecutionContext, config: StatsConfig, la
             metadata={
                 "dagster/row_count": table.num_rows,
                 "as_of": ref.isoformat(),
-                "preview": dg.MetadataValue.md(top[cols].to_markdown(index=False) if len(top) else "(empty)"),
+                "preview": markdown_table(top[cols], empty="(empty)"),
             },
         )

@@ -1,8 +1,8 @@
 """Training data assets: sft_pairs (daily JSONL exports), routing_pairs and agent_config_recommendations."""
 
 import dagster as dg
-import pandas as pd
 
+from learning_pipeline.defs.metadata import markdown_table
 from learning_pipeline.defs.partitions import ALL_DAYS, ONE_DAY, daily_partitions, follows_new_data
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.training.agent_configs import ConfigRules, agent_configs_dir
@@ -15,16 +15,6 @@ from learning_pipeline.lib.training.training_data import (
 
 GROUP = "training"
 OUTCOME_EVENTS = dg.AssetKey("outcome_events")
-
-
-def _md(rows: list[dict], limit: int = 20) -> dg.MetadataValue:
-    if not rows:
-        return dg.MetadataValue.md("(none)")
-    frame = pd.DataFrame(rows[:limit])
-    for column in frame.columns:
-        if frame[column].dtype == object:
-            frame[column] = frame[column].astype(str).str.slice(0, 80)
-    return dg.MetadataValue.md(frame.to_markdown(index=False))
 
 
 class SftPairsConfig(dg.Config):
@@ -64,7 +54,7 @@ def sft_pairs(
             "min_quality": config.min_quality,
             "jsonl_path": dg.MetadataValue.path(str(result.jsonl_path)),
             "parquet_path": dg.MetadataValue.path(str(result.parquet_path)),
-            "preview": _md(result.preview),
+            "preview": markdown_table(result.preview, limit=20, text_width=80),
         }
     )
     return dg.MaterializeResult(metadata=metadata)
@@ -95,7 +85,7 @@ def routing_pairs(config: RoutingPairsConfig, lake: LakeResource) -> dg.Material
             "task_classes_with_best": result.classes_with_best,
             "min_samples": config.min_samples,
             "path": dg.MetadataValue.path(str(result.parquet_path)),
-            "best_per_class": _md(result.best, limit=50),
+            "best_per_class": markdown_table(result.best, limit=50, text_width=80),
         }
     )
 
@@ -140,10 +130,12 @@ def agent_config_recommendations(
             "agents": len(result.recommendations),
             "new_versions": len(result.written),
             "unchanged": len(result.unchanged),
-            "written": _md(
-                [{"agent": v.agent, "version": v.version, "file": v.path.name} for v in result.written]
+            "written": markdown_table(
+                [{"agent": v.agent, "version": v.version, "file": v.path.name} for v in result.written],
+                limit=20,
+                text_width=80,
             ),
-            "recommendations": _md(rows, limit=50),
+            "recommendations": markdown_table(rows, limit=50, text_width=80),
             "config_dir": dg.MetadataValue.path(str(agent_configs_dir(lake.paths))),
         }
     )
