@@ -16,6 +16,7 @@ from learning_pipeline.defs.stats.assets import stats_connection
 from learning_pipeline.lib.bandit.plots import plot_posteriors
 from learning_pipeline.lib.bandit.thompson import ALL, Recommender, compute_posteriors, decay_factor
 from learning_pipeline.lib.storage.lake import LakePaths, write_bytes_atomic, write_parquet_atomic
+from learning_pipeline.lib.storage.warehouse import table_names
 
 PARAMS_FILE = "_params.json"  # priors and decay of the current posteriors, beside the Parquet file
 
@@ -51,7 +52,7 @@ def read_params(paths: LakePaths) -> dict:
 def agent_posteriors(config: PosteriorConfig, lake: LakeResource) -> dg.MaterializeResult:
     paths = lake.paths
     with stats_connection(paths) as con:
-        names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        names = table_names(con)
         if "agent_daily_stats" not in names:
             raise dg.Failure("no daily aggregates in the lake yet: materialize agent_daily_stats first")
         daily = con.execute("SELECT * FROM agent_daily_stats").df()

@@ -17,7 +17,7 @@ from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.events.schema import OUTCOME_EVENT_SCHEMA
 from learning_pipeline.lib.storage.lake import LakePaths, write_parquet_atomic
 from learning_pipeline.lib.storage.sql_runner import SqlProject
-from learning_pipeline.lib.storage.warehouse import lake_connection
+from learning_pipeline.lib.storage.warehouse import lake_connection, table_names
 
 DAILY_TABLES = ("agent_daily_stats", "agent_daily_errors", "agent_daily_latency_hist")
 STATS_MARTS = ("agent_stats", "agent_task_stats")
@@ -29,7 +29,7 @@ RECENT_DAYS = 2  # the 24h window and the 24h window before it (events after T -
 def stats_connection(paths: LakePaths) -> duckdb.DuckDBPyConnection:
     """Lake views on an in-memory connection; an empty `outcome_events` when the lake has none yet."""
     con = lake_connection(paths)
-    names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    names = table_names(con)
     if "outcome_events" not in names:
         empty = OUTCOME_EVENT_SCHEMA.empty_table().append_column("event_date", pa.array([], pa.date32()))
         con.register("_empty_outcome_events", empty)
@@ -105,7 +105,7 @@ def reference_time(con: duckdb.DuckDBPyConnection, as_of: str | None) -> datetim
     if as_of:
         value = datetime.fromisoformat(as_of)
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    names = table_names(con)
     if "agent_daily_stats" not in names:
         return None
     return con.execute("SELECT max(last_event_at) FROM agent_daily_stats").fetchall()[0][0]
@@ -115,7 +115,7 @@ def run_stats_marts(paths: LakePaths, as_of: str | None = None, ema_alpha: float
     """Run the marts over the lake's daily aggregates; returns {mart: arrow table} and the reference time."""
     project = SqlProject.load()
     with stats_connection(paths) as con:
-        names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        names = table_names(con)
         missing = [t for t in DAILY_TABLES if t not in names]
         if missing:
             raise dg.Failure(

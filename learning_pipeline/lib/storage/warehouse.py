@@ -21,6 +21,11 @@ def quote_identifier(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
+def table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Names of the tables and views `con` can query (the lake views among them)."""
+    return {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+
 def lake_tables(paths: LakePaths) -> list[str]:
     """Lake tables that have at least one Parquet file."""
     if not paths.lake.exists():

@@ -30,7 +30,7 @@ import pyarrow as pa
 from learning_pipeline.lib.events.pii import PII_TYPES, redaction_query
 from learning_pipeline.lib.storage.lake import LakePaths, write_bytes_atomic, write_parquet_atomic
 from learning_pipeline.lib.storage.sql_runner import SqlProject
-from learning_pipeline.lib.storage.warehouse import lake_connection, sql_literal
+from learning_pipeline.lib.storage.warehouse import lake_connection, sql_literal, table_names
 from learning_pipeline.lib.training.agent_configs import (
     ConfigRules,
     ConfigVersion,
@@ -82,7 +82,7 @@ def training_connection(
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the lake views and the selected models (plus upstream) created."""
     con = lake_connection(paths)
-    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    tables = table_names(con)
     if "outcome_events" not in tables:
         con.close()
         raise FileNotFoundError(
