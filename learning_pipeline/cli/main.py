@@ -68,7 +68,11 @@ def add_simulate(subparsers) -> None:
 def cmd_consume(args: argparse.Namespace) -> int:
     import logging
 
-    from learning_pipeline.lib.ingest.kafka_io import KafkaSettings, run_until_signalled
+    from learning_pipeline.lib.ingest.kafka_io import (
+        BrokerUnreachableError,
+        KafkaSettings,
+        run_until_signalled,
+    )
     from learning_pipeline.lib.storage.lake import LakePaths
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -80,6 +84,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
             ("group_id", args.group),
             ("batch_size", args.batch_size),
             ("batch_timeout", args.batch_timeout),
+            ("connect_timeout", args.connect_timeout),
         )
         if value is not None
     }
@@ -91,10 +96,26 @@ def cmd_consume(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    result = run_until_signalled(settings, landing, max_batches=args.max_batches)
+    try:
+        result = run_until_signalled(settings, landing, max_batches=args.max_batches)
+    except BrokerUnreachableError as exc:
+        print(f"learning-pipeline consume: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_BROKER_UNREACHABLE
     summary = result.as_dict()
     print(json.dumps(summary) if args.json else " ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
     return 0
+
+
+# Exit status of `consume` when no broker answered within the connect timeout (sysexits EX_UNAVAILABLE), so
+# a supervisor can tell it from a usage error (2).
+EXIT_BROKER_UNREACHABLE = 69
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError("must be > 0 seconds")
+    return seconds
 
 
 def add_consume(subparsers) -> None:
@@ -115,6 +136,13 @@ def add_consume(subparsers) -> None:
     )
     p.add_argument(
         "--batch-timeout", type=float, default=None, help="max seconds per batch ($MODEL_BATCH_TIMEOUT)"
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=_seconds,
+        default=None,
+        help="give up with one error (exit status 69) when no broker answers within this many seconds, at "
+        "start or after losing all brokers ($KAFKA_CONNECT_TIMEOUT_SECONDS or 30)",
     )
     p.add_argument("--max-batches", type=positive, default=None, help="stop after this many batches")
     p.add_argument("--json", action="store_true", help="print the final counts as JSON")

