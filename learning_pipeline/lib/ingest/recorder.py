@@ -7,13 +7,35 @@ a full buffer raises `BufferFullError`, and `close()` raises `RecorderError` if 
 
 Sinks are pluggable: anything with `write_batch(list[dict]) -> None` (the default writes JSONL files into
 the landing zone; a Kafka producer can be another).
+
+Exit without `close()`: with `flush_on_exit=True` (the default) a recorder that is still open when the
+program ends is flushed and closed:
+
+- at interpreter exit (`atexit`: the end of the main module, `sys.exit()`, an uncaught exception);
+- on SIGTERM, when the program has not installed a SIGTERM handler of its own: the recorder then installs one
+  (from the main thread only) that flushes every open recorder and chains to what was there before (the
+  default action, so the process still ends as killed by SIGTERM). The handler is removed again when the last
+  open recorder is closed. A program with its own SIGTERM handler keeps it; if that handler exits
+  (`sys.exit`), the atexit flush covers it.
+
+Either way the flush waits at most `exit_timeout` seconds; events it could not write are reported on the
+`learning_pipeline.lib.ingest.recorder` logger (ERROR, with the count), never dropped silently.
+SIGKILL (and a hard crash or power loss) cannot be caught: it loses the events recorded but not yet written,
+at most `batch_size` events or `linger_seconds` worth per recorder plus a batch being written, whose
+half-written dot-file in the landing zone is never published. Everything written before is safe. Call
+`flush()` at points that must be durable.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
+import signal
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +43,8 @@ from pathlib import Path
 from typing import Protocol
 
 from learning_pipeline.lib.storage.lake import land_records
+
+log = logging.getLogger(__name__)
 
 
 class BufferFullError(RuntimeError):
@@ -64,6 +88,61 @@ class RecorderStats:
     last_error: str | None = None
 
 
+# -- flushing at exit -----------------------------------------------------------------------------
+# Open recorders with flush_on_exit, flushed by one atexit hook and (where installed) one SIGTERM handler.
+# Re-entrant locks: a signal handler runs on the main thread, possibly while that thread holds them.
+_open_recorders: weakref.WeakSet[OutcomeRecorder] = weakref.WeakSet()
+_registry_lock = threading.RLock()
+_atexit_registered = False
+_sigterm_previous: object = None  # the handler ours replaced (only meaningful while ours is installed)
+
+
+def _flush_open_recorders_at_exit() -> None:
+    for recorder in list(_open_recorders):
+        recorder._close_at_exit("interpreter exit")
+
+
+def _on_sigterm(signum, frame) -> None:
+    for recorder in list(_open_recorders):
+        recorder._flush_at_exit("SIGTERM")
+    previous = _sigterm_previous
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_IGN:
+        return
+    else:  # the default action: end the process as killed by the signal, as without us
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        time.sleep(1.0)
+        os._exit(128 + signum)  # pragma: no cover - the signal ends the process first
+
+
+def _register(recorder: OutcomeRecorder) -> None:
+    global _atexit_registered, _sigterm_previous
+    with _registry_lock:
+        _open_recorders.add(recorder)
+        if not _atexit_registered:
+            atexit.register(_flush_open_recorders_at_exit)
+            _atexit_registered = True
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread; atexit still applies
+        current = signal.getsignal(signal.SIGTERM)
+        if current == signal.SIG_DFL:  # the program has no handler of its own: ours flushes, then chains
+            _sigterm_previous = current
+            signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _unregister(recorder: OutcomeRecorder) -> None:
+    with _registry_lock:
+        _open_recorders.discard(recorder)
+        if (
+            not _open_recorders
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is _on_sigterm
+        ):
+            signal.signal(signal.SIGTERM, _sigterm_previous)
+
+
 class OutcomeRecorder:
     """Thread-safe, non-blocking outcome recorder with a bounded buffer and micro-batch flushing."""
 
@@ -78,6 +157,8 @@ class OutcomeRecorder:
         max_retries: int = 5,
         retry_backoff_seconds: float = 0.1,
         max_backoff_seconds: float = 5.0,
+        flush_on_exit: bool = True,
+        exit_timeout: float = 10.0,
     ):
         if sink is None:
             if landing_dir is None:
@@ -92,10 +173,12 @@ class OutcomeRecorder:
         self.max_retries = max_retries
         self.retry_backoff_seconds = retry_backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.exit_timeout = exit_timeout
 
         self._buffer: deque[dict] = deque()
         self._inflight = 0  # events taken from the buffer but not yet written
-        self._lock = threading.Lock()
+        # Re-entrant: the SIGTERM handler flushes on the main thread, which may be inside record() or flush().
+        self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._idle = threading.Condition(self._lock)
         self._closed = False
@@ -107,6 +190,8 @@ class OutcomeRecorder:
         self._stats = RecorderStats()
         self._thread = threading.Thread(target=self._run, name="outcome-recorder", daemon=True)
         self._thread.start()
+        if flush_on_exit:
+            _register(self)
 
     # -- client side -----------------------------------------------------------------------
     def record(self, event: dict) -> str:
@@ -176,6 +261,7 @@ class OutcomeRecorder:
                     self._wake.notify_all()
                 self._stop_event.set()
                 self._thread.join(timeout=timeout)
+                _unregister(self)  # only now: a SIGTERM during the flush above still waits for it
         else:
             pending = self.pending
             if pending:
@@ -188,6 +274,19 @@ class OutcomeRecorder:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _flush_at_exit(self, why: str) -> None:
+        """Write what is buffered (within exit_timeout); report what could not be written."""
+        try:
+            self.flush(timeout=self.exit_timeout)
+        except RecorderError as exc:
+            log.error("OutcomeRecorder at %s: %s; these events are lost", why, exc)
+
+    def _close_at_exit(self, why: str) -> None:
+        try:
+            self.close(timeout=self.exit_timeout)
+        except RecorderError as exc:
+            log.error("OutcomeRecorder at %s: %s; these events are lost", why, exc)
 
     @property
     def pending(self) -> int:
