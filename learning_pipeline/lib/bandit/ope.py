@@ -5,20 +5,32 @@ events say which agent the live router chose (`selection_propensity` = the proba
 and how that went (reward in [0, 1]). From them we estimate the success rate a *different* policy
 would have had, without running it.
 
-Estimators (n held-out events, logged action a_i, reward r_i, logging propensity p_i, target
-probabilities pi(a | x_i), reward model q(x, a)):
+Notation (the shapes every function here takes): n held-out events i with context x_i, k agents;
+logged action a_i (``actions``, (n,) ints in [0, k)), reward r_i in [0, 1] (``rewards``, (n,)), logging
+propensity p_i = pi_0(a_i | x_i) in (0, 1] or NaN when not logged (``propensities``, (n,)); a target
+policy's probabilities pi(a | x_i) (``target_probs``, (n, k), rows summing to 1) and a reward model
+q(x_i, a) (``reward_model``, (n, k)). w_i = pi(a_i | x_i) / p_i is the importance weight; P is the set of
+the n_P events with a propensity.
 
-- ``ips``     inverse propensity scoring: mean(w_i r_i), w_i = pi(a_i | x_i) / p_i. Unbiased when
-              propensities are right; high variance when w is large.
-- ``snips``   self-normalized IPS: sum(w_i r_i) / sum(w_i). Slightly biased, much lower variance.
-- ``dr``      doubly robust: mean(sum_a pi(a|x_i) q(x_i,a) + w_i (r_i - q(x_i, a_i))). Unbiased if
-              either the propensities or the reward model are right; lowest variance of the three
-              when the reward model is decent.
-- ``replay``  (no propensities) mean reward over events where the logged action is the one the
-              policy picks (weighted by pi(a_i | x_i) for stochastic policies). Unbiased only when the
-              logging policy chose uniformly at random among the candidates; labelled as such.
-- ``dm``      direct method (no propensities needed): mean(sum_a pi(a|x_i) q(x_i, a)). Only as good as
-              the reward model; labelled as model-based.
+- ``ips``     inverse propensity scoring (Horvitz & Thompson 1952):
+                  V_IPS = (1 / n_P) sum_{i in P} w_i r_i.
+              Unbiased when the propensities are right; high variance when w is large.
+- ``snips``   self-normalized IPS (Swaminathan & Joachims 2015):
+                  V_SNIPS = sum_{i in P} w_i r_i / sum_{i in P} w_i.
+              Slightly biased, much lower variance.
+- ``dr``      doubly robust (Dudik, Langford & Li 2011):
+                  V_DR = (1 / n_P) sum_{i in P} [ sum_a pi(a | x_i) q(x_i, a) + w_i (r_i - q(x_i, a_i)) ].
+              Unbiased if either the propensities or the reward model are right; lowest variance of
+              the three when the reward model is decent.
+- ``replay``  (no propensities; Li, Chu, Langford & Wang 2011):
+                  V_replay = sum_i pi(a_i | x_i) r_i / sum_i pi(a_i | x_i),
+              the mean reward over events where the logged action is the one the policy picks
+              (weighted by pi(a_i | x_i) for stochastic policies). Unbiased only when the logging
+              policy chose uniformly at random among the candidates (over one fixed set of agents it
+              then equals SNIPS); labelled as such.
+- ``dm``      direct method (no propensities needed; Beygelzimer & Langford 2009):
+                  V_DM = (1 / n) sum_i sum_a pi(a | x_i) q(x_i, a).
+              Only as good as the reward model; labelled as model-based.
 
 Every estimator is a ratio of two sums of per-event terms, so one bootstrap serves all: events are
 split into at most ``max_groups`` random groups, per-group sums are resampled with multinomial counts
@@ -29,6 +41,18 @@ Which estimator the eval gate uses (``gate_estimator``): ``dr`` when at least ``
 held-out events carry a propensity (unbiased under correct propensities, lowest variance, and its
 reward model is fitted only on events before the cut-off), otherwise ``replay`` (model-free; the DM
 would let a policy grade itself with its own reward model).
+
+References
+----------
+- Daniel G. Horvitz and Donovan J. Thompson. "A Generalization of Sampling Without Replacement from a
+  Finite Universe." Journal of the American Statistical Association 47(260), 1952.
+- Lihong Li, Wei Chu, John Langford, and Xuanhui Wang. "Unbiased Offline Evaluation of
+  Contextual-bandit-based News Article Recommendation Algorithms." WSDM, 2011.
+- Miroslav Dudik, John Langford, and Lihong Li. "Doubly Robust Policy Evaluation and Learning." ICML, 2011.
+- Adith Swaminathan and Thorsten Joachims. "The Self-Normalized Estimator for Counterfactual Learning."
+  NeurIPS, 2015.
+- Alina Beygelzimer and John Langford. "The Offset Tree for Learning with Partial Labels." KDD, 2009.
+- Bradley Efron and Robert J. Tibshirani. "An Introduction to the Bootstrap." Chapman & Hall, 1993.
 """
 
 from __future__ import annotations
@@ -72,7 +96,11 @@ def rewards_from_status(status: np.ndarray, quality_score: np.ndarray | None = N
 
 @dataclass(frozen=True)
 class LoggedData:
-    """Held-out events as arrays: `actions` index into `agents`; `propensities` NaN where unknown."""
+    """Held-out events as arrays: `actions` index into `agents`; `propensities` NaN where unknown.
+
+    agents: k names. actions: (n,) ints in [0, k). rewards: (n,) floats in [0, 1]. propensities: (n,)
+    floats in (0, 1], NaN where the event carries none.
+    """
 
     agents: tuple[str, ...]
     actions: np.ndarray  # int, (n,)
@@ -80,6 +108,11 @@ class LoggedData:
     propensities: np.ndarray  # float in (0, 1] or NaN, (n,)
 
     def __post_init__(self):
+        for name in ("actions", "rewards", "propensities"):
+            if np.ndim(getattr(self, name)) != 1:
+                raise ValueError(f"{name} must be a 1-D array of shape (n,)")
+        if not np.issubdtype(np.asarray(self.actions).dtype, np.integer):
+            raise ValueError("actions must be integer indices into agents")
         n = len(self.actions)
         if len(self.rewards) != n or len(self.propensities) != n:
             raise ValueError("actions, rewards and propensities must have the same length")
@@ -101,6 +134,8 @@ class LoggedData:
 
     @classmethod
     def from_columns(cls, agent_name, reward, propensity=None, agents=None) -> LoggedData:
+        """From event columns: agent names (n,), rewards (n,), optional propensities (n,), optional agent
+        list (default: the distinct logged names, sorted)."""
         agent_name = np.asarray(agent_name, dtype=object).astype(str)
         universe = tuple(agents) if agents is not None else tuple(np.unique(agent_name).tolist())
         actions = pd.Categorical(agent_name, categories=list(universe)).codes.astype(np.int64)
@@ -170,6 +205,7 @@ def choose_gate_estimator(propensity_coverage: float, min_coverage: float = 0.95
 
 
 def _check_probs(target_probs: np.ndarray, n: int, k: int, name: str) -> np.ndarray:
+    """Target probabilities pi(a | x_i) as an (n, k) float array whose rows are distributions."""
     probs = np.asarray(target_probs, dtype=float)
     if probs.shape != (n, k):
         raise ValueError(f"{name}: target probabilities must have shape ({n}, {k}), got {probs.shape}")
@@ -181,7 +217,11 @@ def _check_probs(target_probs: np.ndarray, n: int, k: int, name: str) -> np.ndar
 def _terms(
     data: LoggedData, probs: np.ndarray, reward_model: np.ndarray | None, with_propensity: np.ndarray
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-event (numerator, denominator) terms; each estimator = sum(num) / sum(den)."""
+    """Per-event (numerator, denominator) terms, each (n,); each estimator = sum(num) / sum(den).
+
+    replay: (pi_a r, pi_a); dm: (sum_a pi q, 1); with propensities (m_i = 1 for i in P, else 0):
+    ips: (m w r, m); snips: (m w r, m w); dr: (m (dm + w (r - q_a)), m). See the module docstring.
+    """
     n = data.n
     rows = np.arange(n)
     pi_a = probs[rows, data.actions]
@@ -208,7 +248,12 @@ def _terms(
 def _bootstrap_sums(
     columns: np.ndarray, n_bootstrap: int, seed: int, max_groups: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Point sums (c,) and bootstrap sums (B, c) of per-event columns (n, c)."""
+    """Point sums (c,) and bootstrap sums (B, c) of per-event columns (n, c).
+
+    Percentile bootstrap (Efron & Tibshirani 1993) of the sums: the n events go to at most `max_groups`
+    random groups (one event per group when n <= max_groups: the plain iid bootstrap), and each of the B
+    resamples draws the groups with multinomial counts.
+    """
     n, c = columns.shape
     rng = np.random.default_rng(seed)
     totals = columns.sum(axis=0)
@@ -237,14 +282,30 @@ def evaluate_policies(
 ) -> PolicyEvaluation:
     """Estimate each target policy's value with every applicable estimator, with bootstrap intervals.
 
-    target_probs: policy name -> (n, k) probabilities over `data.agents` (one-hot for a deterministic
-    top-1 policy). reward_model: (n, k) predicted reward per event and agent (for DR and DM), fitted on
-    data that does not include these events. reference: a policy name; differences `policy - reference`
-    get paired intervals from the same resamples.
+    Parameters
+    ----------
+    data: the n logged events (k agents).
+    target_probs: policy name -> (n, k) probabilities pi(a | x_i) over `data.agents` (one-hot for a
+        deterministic top-1 policy).
+    reward_model: (n, k) predicted reward q(x_i, a) per event and agent (for DR and DM), fitted on data
+        that does not include these events; clipped to [0, 1].
+    reference: a policy name; differences `policy - reference` get paired intervals from the same
+        resamples.
+    n_bootstrap: B resamples (0: no intervals). confidence: the interval's mass, in [0, 1]. seed: of the
+        resamples. max_groups >= 1: see `_bootstrap_sums`. min_propensity_coverage: see the gate.
+
+    Returns
+    -------
+    PolicyEvaluation: per policy and estimator an `Estimate` (value, ci_low, ci_high, contributing
+    events); with a reference, the paired differences; the gate estimator.
     """
     n, k = data.n, len(data.agents)
     if n == 0:
         raise ValueError("no held-out events to evaluate on")
+    if not 0 <= confidence <= 1:
+        raise ValueError("confidence must be within [0, 1]")
+    if max_groups < 1:
+        raise ValueError("max_groups must be >= 1")
     if reward_model is not None:
         reward_model = np.clip(np.asarray(reward_model, dtype=float), 0.0, 1.0)
         if reward_model.shape != (n, k):
@@ -322,6 +383,11 @@ def evaluate_policies(
 
 def one_hot(choice: np.ndarray, k: int) -> np.ndarray:
     """Deterministic policy probabilities from chosen action indices (n,) -> (n, k)."""
+    choice = np.asarray(choice)
+    if choice.ndim != 1 or not np.issubdtype(choice.dtype, np.integer):
+        raise ValueError("choice must be a 1-D array of integer action indices")
+    if len(choice) and (choice.min() < 0 or choice.max() >= k):
+        raise ValueError(f"action indices must be within [0, {k})")
     out = np.zeros((len(choice), k))
     out[np.arange(len(choice)), choice] = 1.0
     return out
@@ -330,20 +396,35 @@ def one_hot(choice: np.ndarray, k: int) -> np.ndarray:
 def uniform_policy(available: np.ndarray) -> np.ndarray:
     """Uniform-random policy over the available agents of each event; available is a bool (n, k) mask."""
     avail = np.asarray(available, dtype=float)
+    if avail.ndim != 2:
+        raise ValueError("available must be an (n, k) mask")
     counts = avail.sum(axis=1, keepdims=True)
     if (counts == 0).any():
         raise ValueError("every event needs at least one available agent")
     return avail / counts
 
 
+def _same_shape(predicted: np.ndarray, outcome: np.ndarray) -> None:
+    if np.shape(predicted) != np.shape(outcome):
+        raise ValueError(
+            f"predictions {np.shape(predicted)} and outcomes {np.shape(outcome)} differ in shape"
+        )
+
+
 def brier_score(predicted: np.ndarray, outcome: np.ndarray) -> float:
+    """Mean squared error (1/n) sum_i (p_i - y_i)^2 of predicted success probabilities p (n,) against
+    outcomes y (n,) in [0, 1]; NaN for no events."""
+    _same_shape(predicted, outcome)
     p = np.asarray(predicted, dtype=float)
     y = np.asarray(outcome, dtype=float)
     return float(np.mean((p - y) ** 2)) if p.size else float("nan")
 
 
 def log_loss(predicted: np.ndarray, outcome: np.ndarray, eps: float = 1e-6) -> float:
-    """Cross-entropy of predicted success probabilities against outcomes in [0, 1] (partials are fractional)."""
+    """Cross-entropy -(1/n) sum_i [y_i log p_i + (1 - y_i) log(1 - p_i)] of predicted success
+    probabilities p (n,), clipped to [eps, 1 - eps], against outcomes y (n,) in [0, 1] (partials are
+    fractional); NaN for no events."""
+    _same_shape(predicted, outcome)
     p = np.clip(np.asarray(predicted, dtype=float), eps, 1 - eps)
     y = np.asarray(outcome, dtype=float)
     if not p.size:
@@ -352,6 +433,11 @@ def log_loss(predicted: np.ndarray, outcome: np.ndarray, eps: float = 1e-6) -> f
 
 
 def calibration(reward_model: np.ndarray, data: LoggedData) -> dict[str, float]:
-    """Brier score and log loss of the predicted success probability of the agent actually chosen."""
+    """Brier score and log loss of the predicted success probability q(x_i, a_i) of the agent actually
+    chosen; reward_model: (n, k) over `data.agents`."""
+    if np.shape(reward_model) != (data.n, len(data.agents)):
+        raise ValueError(
+            f"reward model must have shape ({data.n}, {len(data.agents)}), got {np.shape(reward_model)}"
+        )
     q_a = np.asarray(reward_model)[np.arange(data.n), data.actions]
     return {"brier": brier_score(q_a, data.rewards), "log_loss": log_loss(q_a, data.rewards)}

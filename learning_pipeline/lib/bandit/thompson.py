@@ -1,14 +1,27 @@
 """Beta-Bernoulli Thompson sampling over agents, from counted outcomes.
 
+Model. Each (task_type, context bucket, agent) has an unknown success probability theta with a
+Beta(alpha0, beta0) prior. Outcomes are Bernoulli(theta), so the posterior is again a Beta (conjugacy):
+
+    theta | data ~ Beta(alpha0 + S, beta0 + F)
+
+with S and F the (fractional, decayed) counts below. The table reports the posterior mean
+alpha / (alpha + beta), the equal-tailed credible interval [ppf(tail), ppf(1 - tail)] and P(best).
+Thompson sampling (Thompson 1933; Chapelle & Li 2011) picks an agent by drawing one theta per agent from
+its posterior and taking the largest; `Recommender` does that (mode="thompson") or ranks by the mean.
+
 Outcome rule (one unit of evidence per event):
     success          -> alpha += 1
     failure, timeout -> beta  += 1
     partial          -> alpha += q, beta += 1 - q, with q = quality_score (0.5 when missing)
-so, without decay, alpha + beta - alpha0 - beta0 == n_events for every row.
+so, without decay, alpha + beta - alpha0 - beta0 == n_events for every row. A partial outcome is a reward
+q in [0, 1]; the fractional update is the expected update of the Bernoulli trial Agrawal & Goyal (2012)
+use to run Beta-Bernoulli Thompson sampling on rewards in [0, 1].
 
 Decay (optional): evidence from a day `age` days before the reference day weighs factor ** age, with
-factor = 0.5 ** (1 / half_life_days) (or given directly). Days are whole UTC days (the daily aggregates'
-grain): today's events weigh 1.
+factor = 0.5 ** (1 / half_life_days) (or given directly): discounted Thompson sampling (Raj & Kalyani
+2017), discounting per whole UTC day (the daily aggregates' grain) and never the prior. Today's events
+weigh 1.
 
 Levels of the posterior table (`POSTERIOR_COLUMNS`):
     (task_type, '*', '*', agent)            the task-level posterior
@@ -21,6 +34,21 @@ posterior that exists, agent by agent:
     (task, first context key/value present in the table) -> (task, '*', '*') -> ('*', key, value)
     -> ('*', '*', '*') -> the prior Beta(alpha0, beta0)
 Context keys are tried in the order they appear in the request's context.
+
+Shapes in the docstrings: n rows of a table, g (task_type, context_key, context_value) groups,
+k candidate agents, m requests.
+
+References
+----------
+- William R. Thompson. "On the Likelihood that One Unknown Probability Exceeds Another in View of the
+  Evidence of Two Samples." Biometrika 25(3/4), 1933.
+- Olivier Chapelle and Lihong Li. "An Empirical Evaluation of Thompson Sampling." NeurIPS, 2011.
+- Shipra Agrawal and Navin Goyal. "Analysis of Thompson Sampling for the Multi-armed Bandit Problem."
+  COLT, 2012.
+- Steven L. Scott. "A Modern Bayesian Look at the Multi-armed Bandit." Applied Stochastic Models in
+  Business and Industry 26(6), 2010 (P(best) from posterior draws).
+- Vishnu Raj and Sheetal Kalyani. "Taming Non-stationary Bandits: A Bayesian Approach."
+  arXiv:1707.09727, 2017 (discounted Thompson sampling).
 """
 
 from __future__ import annotations
@@ -71,7 +99,10 @@ DAILY_COLUMNS = [
 
 
 def decay_factor(half_life_days: float | None = None, factor: float | None = None) -> float:
-    """Per-day weight multiplier: 1.0 means no decay."""
+    """Per-day weight multiplier gamma in (0, 1]: 1.0 means no decay.
+
+    gamma = 0.5 ** (1 / half_life_days), or `factor` itself; evidence `age` days old weighs gamma ** age.
+    """
     if half_life_days is not None and factor is not None:
         raise ValueError("give half_life_days or factor, not both")
     if half_life_days is not None:
@@ -107,14 +138,21 @@ def counts_from_daily(
     factor: float | None = None,
     as_of: Any = None,
 ) -> pd.DataFrame:
-    """Sum daily aggregates (DAILY_COLUMNS) into decayed evidence per (task_type, context, agent).
+    """Sum daily aggregates into decayed evidence per (task_type, context_key, context_value, agent).
 
-    Returns KEY_COLUMNS + successes, failures (failures + timeouts), partials, partial_alpha (the quality
-    mass of partials), n_events (raw, undecayed), last_event_at. Days after `as_of` are ignored.
+    daily: DataFrame of n rows with DAILY_COLUMNS (one per day, task type, context bucket and agent;
+        counts >= 0). half_life_days, factor: the decay (`decay_factor`). as_of: the reference day
+        (default: the latest event_date); later days are left out, a day `age` days before weighs
+        gamma ** age.
+    Returns one row per key: KEY_COLUMNS + successes, failures (failures + timeouts), partials,
+    partial_alpha (the quality mass sum(q) of partials), all gamma-weighted; n_events (raw), last_event_at.
     """
     missing = [c for c in DAILY_COLUMNS if c not in daily.columns]
     if missing:
         raise ValueError(f"daily aggregates lack columns: {missing}")
+    counts = daily[["n_events", "successes", "failures", "partials", "timeouts", "partial_reward"]]
+    if len(daily) and (counts.to_numpy(dtype=float, na_value=np.nan) < 0).any():
+        raise ValueError("daily aggregates hold negative counts")
     frame = daily[DAILY_COLUMNS]
     days = _day_array(frame["event_date"])
     if as_of is not None:
@@ -141,7 +179,12 @@ def counts_from_daily(
 
 
 def _p_best(alpha: np.ndarray, beta: np.ndarray, group: np.ndarray, n_samples: int, seed: int) -> np.ndarray:
-    """P(best) within each group from posterior samples; rows must be sorted by `group`."""
+    """P(best) of each row within its group, from `n_samples` joint posterior draws.
+
+    alpha, beta, group: (n,), rows sorted by `group` (an integer label per row). Returns (n,): the share
+    of the draws (n, n_samples) in which the row's theta is its group's maximum (Scott 2010); a group's
+    values sum to 1.
+    """
     n = len(alpha)
     result = np.zeros(n)
     if n == 0:
@@ -176,9 +219,26 @@ def posteriors_from_counts(
     n_samples: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """The posterior table (POSTERIOR_COLUMNS) from `counts_from_daily` output."""
+    """The posterior table from `counts_from_daily` output.
+
+    alpha = alpha0 + successes + partial_alpha, beta = beta0 + failures + partials - partial_alpha;
+    mean = alpha / (alpha + beta); [ci_low, ci_high] = Beta(alpha, beta).ppf([t, 1 - t]) with
+    t = (1 - credible_mass) / 2; p_best from `n_samples` draws per row (seeded).
+
+    counts: DataFrame of n rows (KEY_COLUMNS + successes, failures, partials, partial_alpha, n_events,
+        last_event_at). alpha0, beta0 > 0: the Beta prior. credible_mass in [0, 1]. n_samples >= 1.
+    Returns n rows with POSTERIOR_COLUMNS, sorted by KEY_COLUMNS.
+    """
     if alpha0 <= 0 or beta0 <= 0:
         raise ValueError("priors alpha0 and beta0 must be > 0")
+    if not 0 <= credible_mass <= 1:
+        raise ValueError("credible_mass must be within [0, 1]")
+    if n_samples < 1:
+        raise ValueError("n_samples must be >= 1")
+    needed = [*KEY_COLUMNS, "successes", "failures", "partials", "partial_alpha", "n_events", "last_event_at"]
+    missing = [c for c in needed if c not in counts.columns]
+    if missing:
+        raise ValueError(f"counts lack columns: {missing}")
     frame = counts.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
     alpha = alpha0 + frame["successes"].to_numpy(float) + frame["partial_alpha"].to_numpy(float)
     beta = (
@@ -222,7 +282,10 @@ def compute_posteriors(
     n_samples: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Daily aggregates -> posterior table, with optional decay (half-life in days, or a per-day factor)."""
+    """Daily aggregates (n rows, DAILY_COLUMNS) -> posterior table (POSTERIOR_COLUMNS), with optional decay.
+
+    `counts_from_daily` then `posteriors_from_counts`; decay is a half-life in days or a per-day factor.
+    """
     counts = counts_from_daily(daily, half_life_days=half_life_days, factor=decay, as_of=as_of)
     return posteriors_from_counts(counts, alpha0, beta0, credible_mass, n_samples, seed)
 
@@ -232,7 +295,11 @@ def compute_posteriors(
 
 @dataclass
 class BatchRecommendations:
-    """Top-k per request: agent names (n, k), scores (n, k), model_score (n,) and the timestamp."""
+    """Top-k per request: agent names (m, k), scores (m, k), model_score (m,) and the timestamp.
+
+    Row i holds request i's agents by descending score; model_score[i] is the posterior mean of its top
+    agent.
+    """
 
     agents: np.ndarray
     scores: np.ndarray
@@ -279,6 +346,10 @@ class Recommender:
     Every (task_type, context_key, context_value) group of the table gets a dense row of alpha/beta over
     all candidate agents, filled agent by agent along the fallback chain (see module doc), so a request
     costs a few dictionary lookups (single) or integer gathers (batch).
+
+    posteriors: task_type, context_key, context_value, agent_name, alpha, beta. alpha0, beta0 > 0: the
+    prior of what the table does not know. agents: the k candidates (default: the table's).
+    Index: `agents` (k,); `alpha`, `beta`, `mean` (g + 1, k), a row per group plus `prior_row` (the prior).
     """
 
     def __init__(
@@ -295,6 +366,8 @@ class Recommender:
         ]
         if missing:
             raise ValueError(f"posterior table lacks columns: {missing}")
+        if alpha0 <= 0 or beta0 <= 0:
+            raise ValueError("priors alpha0 and beta0 must be > 0")
         self.alpha0, self.beta0 = float(alpha0), float(beta0)
         table = posteriors
         known_agents = sorted(table["agent_name"].astype(str).unique())
@@ -365,8 +438,10 @@ class Recommender:
         return self.prior_row
 
     def resolve_batch(self, requests: pd.DataFrame) -> np.ndarray:
-        """Index rows for a frame with `task_type` and optional context columns (one per context key) or a
-        `context` column of dicts."""
+        """Index rows (m,) for a frame of m requests with `task_type` and optional context columns (one per
+        context key) or a `context` column of dicts."""
+        if "task_type" not in requests.columns:
+            raise ValueError("requests need a task_type column")
         n = len(requests)
         frame = requests
         if "context" in frame.columns and not any(k in frame.columns for k in self._context_keys):
@@ -408,6 +483,7 @@ class Recommender:
 
     # ---- scoring
     def _scores(self, rows: np.ndarray, mode: str, rng: np.random.Generator | None) -> np.ndarray:
+        """(m, k) scores of the index rows (m,): posterior means, or one Beta draw per agent (Thompson)."""
         if mode == "mean":
             return self.mean[rows]
         if mode == "thompson":
@@ -423,6 +499,7 @@ class Recommender:
         mode: str = "thompson",
         rng: np.random.Generator | None = None,
     ) -> dict:
+        """Top-k agents for one request (see the module function `recommend` for the shape)."""
         row = self.resolve(task_type, context)
         scores = self._scores(np.array([row]), mode, rng)[0]
         k = min(top_k, len(scores))
@@ -437,13 +514,22 @@ class Recommender:
         mode: str = "thompson",
         rng: np.random.Generator | None = None,
     ) -> BatchRecommendations:
+        """Top-k agents for each of the m requests of a frame (see `resolve_batch`)."""
         rows = self.resolve_batch(requests)
         return self.recommend_rows(rows, top_k, mode, rng)
 
     def recommend_rows(
         self, rows: np.ndarray, top_k: int = 3, mode: str = "thompson", rng: np.random.Generator | None = None
     ) -> BatchRecommendations:
-        """Top-k for already resolved index rows (the vectorized core)."""
+        """Top-k for already resolved index rows: rows (m,) integers in [0, g] -> (m, min(top_k, k)).
+
+        The vectorized core: one score per (request, agent), then a partial sort per row.
+        """
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+            raise ValueError("rows must be a 1-D array of integer index rows")
+        if len(rows) and (rows.min() < 0 or rows.max() > self.prior_row):
+            raise ValueError(f"index rows must be within [0, {self.prior_row}]")
         scores = self._scores(rows, mode, rng)
         n, n_agents = scores.shape
         k = min(top_k, n_agents)

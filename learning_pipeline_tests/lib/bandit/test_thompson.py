@@ -255,3 +255,22 @@ def test_decay_follows_a_switch_of_the_best_agent():
 
     assert share(switch_date + timedelta(days=4), 2.0) >= 0.85
     assert share(switch_date + timedelta(days=9), None) <= 0.1
+
+
+def test_inputs_are_checked_on_entry(daily):
+    with pytest.raises(ValueError, match="negative counts"):
+        compute_posteriors(daily.assign(failures=-1))
+    with pytest.raises(ValueError, match="credible_mass"):
+        compute_posteriors(daily, credible_mass=1.5)
+    with pytest.raises(ValueError, match="n_samples"):
+        compute_posteriors(daily, n_samples=0)
+    post = compute_posteriors(daily, n_samples=10)
+    with pytest.raises(ValueError, match="priors"):
+        Recommender(post, alpha0=0)
+    rec = Recommender(post)
+    with pytest.raises(ValueError, match="task_type"):
+        rec.recommend_batch(pd.DataFrame({"complexity": ["low"]}))
+    with pytest.raises(ValueError, match="index rows"):
+        rec.recommend_rows(np.array([-1]))  # would silently wrap to the prior row
+    with pytest.raises(ValueError, match="integer"):
+        rec.recommend_rows(np.array([0.0]))
