@@ -217,6 +217,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri or None,
         poll_seconds=args.poll_seconds,
         dagster_home=args.dagster_home or None,
+        max_body_bytes=args.max_body_bytes,
     )
     return 0
 
@@ -232,6 +233,13 @@ def add_serve(subparsers) -> None:
     p.add_argument("--poll-seconds", type=float, default=2.0, help="how often to check the @champion alias")
     p.add_argument(
         "--dagster-home", default=None, help="Dagster instance for sensor/schedule states ($DAGSTER_HOME)"
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=positive,
+        default=None,
+        help="refuse request bodies larger than this with 413 "
+        "(default: $LEARNING_PIPELINE_API_MAX_BODY_BYTES or 1048576)",
     )
     p.set_defaults(func=cmd_serve)
 

@@ -1,29 +1,53 @@
 """The Learning API (FastAPI): HTTP wiring over `learning_pipeline.service.learning`.
 
 Run it with `learning-pipeline serve --data-dir DATA` (uvicorn). OpenAPI schema at /openapi.json, docs at /docs.
+
+One router per concern (learning, status, alerts, graduation), each built from the shared `Service`; a new
+concern adds a `*_router(service)` function to `ROUTERS`. State-changing endpoints depend on
+`security.require_token` (app creation fails otherwise, see `security.check_writes_need_token`); bodies over
+the limit are refused with 413 by `security.BodySizeLimit`; URIs shown are redacted (`lib.redact`).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
+import math
 import os
 import threading
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from learning_pipeline.lib.autonomy.alerts import AlertStore
 from learning_pipeline.lib.learning.registry import default_tracking_uri
+from learning_pipeline.lib.redact import install_log_redaction, redact_text, redact_uri, redact_values
 from learning_pipeline.lib.storage.lake import LakePaths
 from learning_pipeline.service import learning as api
+from learning_pipeline.service import security
+from learning_pipeline.service.security import READ_ONLY, TOKEN_ENV, require_token
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/api/learning"
+MAX_CONTEXT_KEYS = 50
+MAX_CONTEXT_KEY_CHARS = 64
+MAX_CONTEXT_VALUE_CHARS = 256
 ContextValue = str | int | float | bool | None
+WRITE = [Depends(require_token)]  # the dependencies of every state-changing endpoint
 
 
 # ---- bodies and answers ---------------------------------------------------------------------------
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class AgentSelectionRequest(BaseModel):
@@ -33,12 +57,39 @@ class AgentSelectionRequest(BaseModel):
         ..., min_length=1, max_length=200, description="task type; unknown ones get a cold start"
     )
     context: dict[str, ContextValue] = Field(
-        default_factory=dict, description="context fields, e.g. complexity"
+        default_factory=dict,
+        description=f"context fields, e.g. complexity: at most {MAX_CONTEXT_KEYS} keys of at most "
+        f"{MAX_CONTEXT_KEY_CHARS} characters; text values of at most {MAX_CONTEXT_VALUE_CHARS} characters",
+        json_schema_extra={
+            "maxProperties": MAX_CONTEXT_KEYS,
+            "propertyNames": {"minLength": 1, "maxLength": MAX_CONTEXT_KEY_CHARS},
+        },
     )
     top_k: int = Field(3, ge=1, le=100, description="number of agents to return")
     mode: Literal["thompson", "mean"] = Field(
         "thompson", description="thompson: scores are posterior samples (explores); mean: posterior means"
     )
+
+    @field_validator("context")
+    @classmethod
+    def _bounded(cls, context: dict[str, ContextValue]) -> dict[str, ContextValue]:
+        if len(context) > MAX_CONTEXT_KEYS:
+            raise ValueError(f"at most {MAX_CONTEXT_KEYS} keys, got {len(context)}")
+        for key, value in context.items():
+            if not 1 <= len(key) <= MAX_CONTEXT_KEY_CHARS:
+                raise ValueError(
+                    f"key {_short(key)!r} has {len(key)} characters; keys have 1 to {MAX_CONTEXT_KEY_CHARS}"
+                )
+            if isinstance(value, str) and len(value) > MAX_CONTEXT_VALUE_CHARS:
+                raise ValueError(
+                    f"context.{key} has {len(value)} characters; text values have at most "
+                    f"{MAX_CONTEXT_VALUE_CHARS}"
+                )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"context.{key} must be a finite number")
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+                raise ValueError(f"context.{key} is out of the 64-bit integer range")
+        return context
 
 
 class Recommendation(BaseModel):
@@ -75,7 +126,12 @@ class Error(BaseModel):
     detail: Any
 
 
-ERRORS = {401: {"model": Error}, 403: {"model": Error}, 404: {"model": Error}, 409: {"model": Error}}
+ERRORS = {404: {"model": Error}, 409: {"model": Error}}
+WRITE_ERRORS = {401: {"model": Error}, 403: {"model": Error}, **ERRORS}
+
+
+def _short_loc(loc) -> list:
+    return [_short(p, 80) if isinstance(p, str) else p for p in loc]
 
 
 def _message(errors: list[dict]) -> str:
@@ -86,45 +142,30 @@ def _message(errors: list[dict]) -> str:
     return "; ".join(parts)
 
 
-# ---- the app ----------------------------------------------------------------------------------------
+# ---- the routers, one per concern -------------------------------------------------------------------
 
 
-def create_app(
-    data_dir: str, tracking_uri: str | None = None, poll_seconds: float = 2.0, dagster_home: str | None = None
-) -> FastAPI:
-    paths = LakePaths.at(data_dir)
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(data_dir)
-    home = dagster_home or os.environ.get("DAGSTER_HOME")
-    champion = api.ChampionModel(paths, uri, poll_seconds=poll_seconds)
+@dataclass
+class Service:
+    """What every router reads: the data directory, the tracking URI, the served model, the alert store."""
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        champion.start()
-        # import the code location once in the background: /status lists its sensors and schedules
-        threading.Thread(target=api.instigators, args=(None,), daemon=True).start()
-        yield
-        champion.stop()
+    paths: LakePaths
+    tracking_uri: str
+    dagster_home: str | None
+    champion: api.ChampionModel
+    alerts: AlertStore
 
-    app = FastAPI(
-        title="learning_pipeline Learning API",
-        version="1.0.0",
-        description="Metrics, agent performance, agent selection from the agent-router @champion, status, "
-        "alerts and graduation approvals.",
-        lifespan=lifespan,
-    )
-    app.state.champion = champion
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
-        return JSONResponse(status_code=422, content={"detail": errors, "message": _message(errors)})
+def learning_router(service: Service) -> APIRouter:
+    router = APIRouter(tags=["learning"])
+    paths, champion = service.paths, service.champion
 
-    @app.get(f"{PREFIX}/metrics", tags=["learning"])
+    @router.get("/metrics")
     def metrics() -> dict[str, Any]:
         """Learning-cycle counts, durations, samples, the champion's score and the mean accepted improvement."""
         return api.learning_metrics(paths)
 
-    @app.get(f"{PREFIX}/agents/performance", tags=["learning"])
+    @router.get("/agents/performance")
     def agents_performance(
         task_type: Annotated[str | None, Query(max_length=200, description="only this task type")] = None,
         window: Annotated[Literal["1h", "24h", "7d", "all"], Query(description="stats window")] = "all",
@@ -132,78 +173,175 @@ def create_app(
         """Per agent: success rate, average latency, total executions (from agent_stats / agent_task_stats)."""
         return api.agent_performance(paths, task_type, window)
 
-    @app.post(f"{PREFIX}/predict/agent-selection", tags=["learning"], response_model=AgentSelectionResponse)
+    @router.post("/predict/agent-selection", response_model=AgentSelectionResponse, openapi_extra=READ_ONLY)
     async def agent_selection(body: AgentSelectionRequest) -> JSONResponse:
         """Top-k agents for a task from the agent-router @champion (refreshed without restart)."""
         # the answer is built to the response model's shape; returned as is (no second validation pass)
         return JSONResponse(champion.predict(body.task_type, body.context, body.top_k, body.mode))
 
-    @app.get(f"{PREFIX}/status", tags=["learning"])
+    return router
+
+
+def status_router(service: Service) -> APIRouter:
+    router = APIRouter(tags=["learning"])
+    paths, champion = service.paths, service.champion
+
+    @router.get("/status")
     def status() -> dict[str, Any]:
-        """Service state, models loaded, last learning cycle, sensors and schedules."""
-        found = api.instigators(home)
+        """Service state, models loaded, last learning cycle, sensors and schedules (credentials redacted)."""
+        found = api.instigators(service.dagster_home)
         return {
             "status": "running",
             "running": True,
             "data_dir": str(paths.root),
-            "tracking_uri": uri,
-            "models_loaded": [champion.model.info()],
+            "tracking_uri": redact_uri(service.tracking_uri),
+            "state_store": service.alerts.location,
+            "models_loaded": [redact_values(champion.model.info())],
             "champion_poll_seconds": champion.poll_seconds,
             "last_poll_at": champion.last_poll_at,
-            "model_error": champion.last_error,
+            "model_error": redact_text(champion.last_error),
             "last_cycle": api.last_cycle(paths),
             "loop": api.loop_cycle(paths),
             "sensors": found.sensors,
             "schedules": found.schedules,
-            "instigators_error": found.error,
-            "approvals_enabled": bool(os.environ.get(api.TOKEN_ENV)),
+            "instigators_error": redact_text(found.error),
+            "writes_enabled": security.writes_enabled(),
+            "approvals_enabled": security.writes_enabled(),
         }
 
-    @app.get(f"{PREFIX}/alerts", tags=["alerts"])
+    return router
+
+
+def alerts_router(service: Service) -> APIRouter:
+    router = APIRouter(tags=["alerts"])
+
+    @router.get("/alerts")
     def alerts(
         include_acknowledged: bool = False,
         alert_type: Annotated[str | None, Query(max_length=100)] = None,
     ) -> list[dict[str, Any]]:
         """Alerts, newest first (open ones unless include_acknowledged=true)."""
-        return api.list_alerts(paths, include_acknowledged, alert_type)
+        return api.list_alerts(service.alerts, include_acknowledged, alert_type)
 
-    @app.post(f"{PREFIX}/alerts/{{alert_id}}/ack", tags=["alerts"], responses=ERRORS)
+    @router.post("/alerts/{alert_id}/ack", dependencies=WRITE, responses=WRITE_ERRORS)
     def acknowledge(
         alert_id: Annotated[str, Path(max_length=100)], body: AckRequest | None = None
     ) -> dict[str, Any]:
-        """Acknowledge one alert (404: unknown id, 409: already acknowledged)."""
+        """Acknowledge one alert; needs the X-API-Token header (404: unknown id, 409: already acknowledged)."""
         try:
-            return api.acknowledge_alert(paths, alert_id, (body or AckRequest()).by)
+            return api.acknowledge_alert(service.alerts, alert_id, (body or AckRequest()).by)
         except api.NotFound as error:
             raise HTTPException(404, str(error)) from error
         except api.Conflict as error:
             raise HTTPException(409, str(error)) from error
 
-    @app.get(f"{PREFIX}/graduation", tags=["graduation"])
+    return router
+
+
+def graduation_router(service: Service) -> APIRouter:
+    router = APIRouter(tags=["graduation"])
+    paths, uri = service.paths, service.tracking_uri
+
+    @router.get("/graduation")
     def graduation() -> dict[str, Any]:
         """Every version's gate, approval and stage; versions in shadow are eligible for live approval."""
-        return api.graduation_status(paths, uri)
+        return redact_values(api.graduation_status(paths, uri))
 
-    @app.post(f"{PREFIX}/graduation/{{version}}/approve", tags=["graduation"], responses=ERRORS)
-    def approve(
-        version: Annotated[int, Path(ge=1, le=2**31 - 1)],
-        body: ApproveRequest,
-        x_api_token: Annotated[str | None, Header(description=f"must equal ${api.TOKEN_ENV}")] = None,
-    ) -> dict[str, Any]:
+    @router.post("/graduation/{version}/approve", dependencies=WRITE, responses=WRITE_ERRORS)
+    def approve(version: Annotated[int, Path(ge=1, le=2**31 - 1)], body: ApproveRequest) -> dict[str, Any]:
         """shadow -> live for one version; needs the X-API-Token header (no token configured: 403)."""
-        state = api.approval_token_state(os.environ.get(api.TOKEN_ENV), x_api_token)
-        if state == "disabled":
-            raise HTTPException(
-                403, f"approvals are disabled: set {api.TOKEN_ENV} on the server to enable them"
-            )
-        if state != "ok":
-            raise HTTPException(401, f"X-API-Token header {state}")
         try:
-            return api.approve_live(paths, uri, version, body.by, body.reason)
+            return redact_values(api.approve_live(paths, uri, version, body.by, body.reason))
         except api.Conflict as error:
-            raise HTTPException(409, str(error)) from error
+            raise HTTPException(409, redact_text(str(error))) from error
 
+    return router
+
+
+ROUTERS: list[Callable[[Service], APIRouter]] = [
+    learning_router,
+    status_router,
+    alerts_router,
+    graduation_router,
+]
+
+
+# ---- the app ----------------------------------------------------------------------------------------
+
+
+def create_app(
+    data_dir: str,
+    tracking_uri: str | None = None,
+    poll_seconds: float = 2.0,
+    dagster_home: str | None = None,
+    max_body_bytes: int | None = None,
+) -> FastAPI:
+    """The app over `data_dir`. `max_body_bytes`: default `$LEARNING_PIPELINE_API_MAX_BODY_BYTES` or 1 MiB."""
+    install_log_redaction()
+    limit = security.max_body_bytes(max_body_bytes)
+    paths = LakePaths.at(data_dir)
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(data_dir)
+    service = Service(
+        paths=paths,
+        tracking_uri=uri,
+        dagster_home=dagster_home or os.environ.get("DAGSTER_HOME"),
+        champion=api.ChampionModel(paths, uri, poll_seconds=poll_seconds),
+        alerts=AlertStore(paths),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        log.info(
+            "Learning API over %s: tracking %s, state %s, request bodies up to %d bytes, writes %s",
+            paths.root,
+            redact_uri(uri),
+            service.alerts.location,
+            limit,
+            "enabled" if security.writes_enabled() else f"disabled (no ${TOKEN_ENV})",
+        )
+        service.champion.start()
+        # import the code location once in the background: /status lists its sensors and schedules
+        threading.Thread(target=api.instigators, args=(None,), daemon=True).start()
+        yield
+        service.champion.stop()
+
+    app = FastAPI(
+        title="learning_pipeline Learning API",
+        version="1.0.0",
+        description="Metrics, agent performance, agent selection from the agent-router @champion, status, "
+        "alerts and graduation approvals. State-changing endpoints need the X-API-Token header; request "
+        f"bodies over {limit} bytes get 413.",
+        lifespan=lifespan,
+    )
+    app.state.champion = service.champion
+    app.state.service = service
+    app.add_middleware(security.BodySizeLimit, max_bytes=limit)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = [
+            {k: (_short_loc(v) if k == "loc" else v) for k, v in e.items() if k in ("loc", "msg", "type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors, "message": _message(errors)})
+
+    for make in ROUTERS:
+        app.include_router(make(service), prefix=PREFIX)
+    security.check_writes_need_token(app)
     return app
+
+
+def log_config(log_level: str) -> dict:
+    """uvicorn's logging configuration, with this package's loggers on its default handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["learning_pipeline"] = {
+        "handlers": ["default"],
+        "level": log_level.upper(),
+        "propagate": False,
+    }
+    return config
 
 
 def serve(
@@ -214,8 +352,11 @@ def serve(
     poll_seconds: float = 2.0,
     dagster_home: str | None = None,
     log_level: str = "info",
+    max_body_bytes: int | None = None,
 ) -> None:
     import uvicorn
 
-    app = create_app(data_dir, tracking_uri, poll_seconds, dagster_home)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    app = create_app(data_dir, tracking_uri, poll_seconds, dagster_home, max_body_bytes)
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, access_log=False, log_config=log_config(log_level)
+    )

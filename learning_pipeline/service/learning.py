@@ -26,12 +26,12 @@ import pandas as pd
 
 from learning_pipeline.lib.bandit import thompson
 from learning_pipeline.lib.learning import registry
+from learning_pipeline.lib.redact import redact_text
 from learning_pipeline.lib.storage.lake import LakePaths
 from learning_pipeline.lib.storage.warehouse import lake_connection
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "LEARNING_PIPELINE_API_TOKEN"
 EVALUATIONS = ("evaluation_accepted", "evaluation_rejected")
 
 
@@ -169,7 +169,9 @@ class ChampionModel:
                 return RoutingPolicy.load(local)
         except Exception as error:  # another layout: load the pyfunc
             log.info(
-                "policy artifacts of version %s not downloadable (%s); loading the pyfunc", version, error
+                "policy artifacts of version %s not downloadable (%s); loading the pyfunc",
+                version,
+                redact_text(str(error)),
             )
             return registry.load_policy(self.tracking_uri, version)
 
@@ -217,7 +219,7 @@ class ChampionModel:
                 self.last_error = None
                 return True
             except Exception as error:  # keep serving the previous model; report the problem in /status
-                self.last_error = f"{type(error).__name__}: {error}"
+                self.last_error = redact_text(f"{type(error).__name__}: {error}")
                 log.warning("champion refresh failed: %s", self.last_error)
                 return False
 
@@ -414,12 +416,9 @@ def instigators(dagster_home: str | None) -> Instigators:
 # ---- alerts and graduation ---------------------------------------------------------------------------
 
 
-def list_alerts(
-    paths: LakePaths, include_acknowledged: bool = False, alert_type: str | None = None
-) -> list[dict]:
-    from learning_pipeline.lib.autonomy.alerts import AlertStore
-
-    frame = AlertStore(paths).list(include_acknowledged=include_acknowledged, alert_type=alert_type)
+def list_alerts(store, include_acknowledged: bool = False, alert_type: str | None = None) -> list[dict]:
+    """Alerts of an `alerts.AlertStore`, newest first, with `details` parsed."""
+    frame = store.list(include_acknowledged=include_acknowledged, alert_type=alert_type)
     rows = records(frame)
     for row in rows:
         if isinstance(row.get("details"), str):
@@ -438,17 +437,14 @@ class Conflict(ValueError):
     pass
 
 
-def acknowledge_alert(paths: LakePaths, alert_id: str, by: str) -> dict:
-    from learning_pipeline.lib.autonomy.alerts import AlertStore
+def acknowledge_alert(store, alert_id: str, by: str) -> dict:
+    from learning_pipeline.lib.autonomy.alerts import AlertAlreadyAcknowledged, AlertNotFound
 
-    store = AlertStore(paths)
-    if not store.path.exists():
-        raise NotFound(f"no alert with id {alert_id}")
     try:
         row = store.acknowledge(alert_id, by)
-    except ValueError as error:
-        if "no alert" in str(error):
-            raise NotFound(str(error)) from error
+    except AlertNotFound as error:
+        raise NotFound(str(error)) from error
+    except AlertAlreadyAcknowledged as error:
         raise Conflict(str(error)) from error
     return {k: clean(v) for k, v in row.items()}
 
@@ -479,14 +475,3 @@ def approve_live(paths: LakePaths, tracking_uri: str, version: int, by: str, rea
     except ValueError as error:
         raise Conflict(str(error)) from error
     return {k: clean(v) for k, v in row.items()}
-
-
-def approval_token_state(configured: str | None, given: str | None) -> str:
-    """'disabled' (no token configured), 'missing', 'invalid' or 'ok'."""
-    import hmac
-
-    if not configured:
-        return "disabled"
-    if not given:
-        return "missing"
-    return "ok" if hmac.compare_digest(configured.encode(), given.encode()) else "invalid"

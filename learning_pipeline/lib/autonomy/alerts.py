@@ -1,8 +1,12 @@
 """Alerts: the `agent_alerts` table, de-duplication, degradation detection and an optional webhook.
 
-Storage: one DuckDB file `<data_dir>/autonomy/alerts.duckdb`, opened briefly per operation and retried while
-another process holds its lock (DuckDB allows one writing process per file). After every change a snapshot is
-published as `lake/agent_alerts/data.parquet`, so `warehouse.lake_connection` sees the table like any other.
+Storage: the `agent_alerts` table of the state store (`learning_pipeline.lib.storage.state_store`): PostgreSQL
+when `$LEARNING_PIPELINE_STATE_URL` is set, else SQLite in WAL mode at `<data_dir>/autonomy/state.sqlite`. Both
+take concurrent readers and writers; writers take turns on the table, so de-duplication and "acknowledge once"
+hold across threads and processes. After every change, and still in commit order, a snapshot is published as
+`lake/agent_alerts/data.parquet`, so `warehouse.lake_connection` sees the table like any other. Alerts of the
+former store, `<data_dir>/autonomy/alerts.duckdb`, are imported once (the file is then renamed
+`alerts.duckdb.imported`).
 
 De-duplication: every alert carries a `dedup_key` naming its condition (e.g. `PERFORMANCE_DEGRADATION:agent`).
 A new alert with the same key is suppressed while an earlier one is unacknowledged, or was created less than
@@ -12,7 +16,7 @@ A new alert with the same key is suppressed while an earlier one is unacknowledg
 from __future__ import annotations
 
 import json
-import time
+import logging
 import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -24,32 +28,40 @@ import numpy as np
 import pandas as pd
 
 from learning_pipeline.lib.storage.lake import LakePaths, write_parquet_atomic
+from learning_pipeline.lib.storage.state_store import Column, StateStore, TableSpec, Tx, open_state_store
+
+log = logging.getLogger(__name__)
 
 ALERT_TYPES = ("PERFORMANCE_DEGRADATION", "CONVERGENCE", "GRADUATION_READY", "ERROR", "MILESTONE")
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
 WEBHOOK_ENV = "LEARNING_PIPELINE_ALERT_WEBHOOK_URL"
 
-ALERT_COLUMNS_SQL = """
-    id VARCHAR PRIMARY KEY,
-    alert_type VARCHAR NOT NULL,
-    severity VARCHAR NOT NULL,
-    title VARCHAR NOT NULL,
-    message VARCHAR NOT NULL,
-    agent_name VARCHAR,
-    model_version INTEGER,
-    metric VARCHAR,
-    value DOUBLE,
-    threshold DOUBLE,
-    details VARCHAR,
-    source VARCHAR,
-    dedup_key VARCHAR NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL,
-    acknowledged BOOLEAN NOT NULL DEFAULT false,
-    acknowledged_at TIMESTAMPTZ,
-    acknowledged_by VARCHAR,
-    notified BOOLEAN NOT NULL DEFAULT false
-"""
-COLUMNS = [line.strip().split()[0] for line in ALERT_COLUMNS_SQL.strip().splitlines()]
+ALERTS_TABLE = TableSpec(
+    "agent_alerts",
+    (
+        Column("id", "text", primary_key=True),
+        Column("alert_type", "text", nullable=False),
+        Column("severity", "text", nullable=False),
+        Column("title", "text", nullable=False),
+        Column("message", "text", nullable=False),
+        Column("agent_name", "text"),
+        Column("model_version", "int"),
+        Column("metric", "text"),
+        Column("value", "float"),
+        Column("threshold", "float"),
+        Column("details", "text"),
+        Column("source", "text"),
+        Column("dedup_key", "text", nullable=False),
+        Column("created_at", "timestamp", nullable=False),
+        Column("acknowledged", "bool", nullable=False, default="false"),
+        Column("acknowledged_at", "timestamp"),
+        Column("acknowledged_by", "text"),
+        Column("notified", "bool", nullable=False, default="false"),
+    ),
+    indexes=(("dedup_key",), ("created_at",)),
+)
+COLUMNS = ALERTS_TABLE.names
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM agent_alerts"
 
 
 def utc_now() -> datetime:
@@ -84,47 +96,48 @@ class Alert:
             raise ValueError("an alert needs a dedup_key")
 
 
+class AlertNotFound(ValueError):
+    pass
+
+
+class AlertAlreadyAcknowledged(ValueError):
+    pass
+
+
 class AlertStore:
-    """The agent_alerts table in its own DuckDB file."""
+    """The agent_alerts table in the state store of `paths` (see the module doc)."""
 
-    def __init__(self, paths: LakePaths, lock_timeout_seconds: float = 30.0, dedup_hours: float = 24.0):
+    def __init__(
+        self,
+        paths: LakePaths,
+        lock_timeout_seconds: float = 30.0,
+        dedup_hours: float = 24.0,
+        state_url: str | None = None,
+    ):
         self.paths = paths
-        self.path = paths.root / "autonomy" / "alerts.duckdb"
-        self.lock_timeout_seconds = lock_timeout_seconds
+        self.lock_timeout_seconds = lock_timeout_seconds  # kept for callers; the store's writers queue
         self.dedup = timedelta(hours=dedup_hours)
+        self.store: StateStore = open_state_store(paths, state_url)
+        self.store.ensure(ALERTS_TABLE)
+        self._import_legacy()
 
-    # -- connection with retry --------------------------------------------------------------------
-    def _connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        delay = 0.05
-        while True:
-            try:
-                if read_only and self.path.exists():
-                    return duckdb.connect(str(self.path), read_only=True)
-                con = duckdb.connect(str(self.path))
-                con.execute(f"CREATE TABLE IF NOT EXISTS agent_alerts ({ALERT_COLUMNS_SQL})")
-                return con
-            except duckdb.IOException as error:
-                if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+    @property
+    def location(self) -> str:
+        """Where the alerts live, credentials redacted."""
+        return self.store.describe()
 
     # -- writes -----------------------------------------------------------------------------------
     def raise_alert(self, alert: Alert, now: datetime | None = None) -> dict | None:
         """Insert the alert unless its condition already alerted (see module doc); returns the row or None."""
         now = _utc(now or utc_now())
-        with self._connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            # a milestone is reached once: any earlier alert with its key suppresses it
-            since = datetime(1970, 1, 1, tzinfo=UTC) if alert.alert_type == "MILESTONE" else now - self.dedup
-            recent = con.execute(
+        # a milestone is reached once: any earlier alert with its key suppresses it
+        since = datetime(1970, 1, 1, tzinfo=UTC) if alert.alert_type == "MILESTONE" else now - self.dedup
+        with self.store.write(ALERTS_TABLE.name) as tx:
+            recent = tx.execute(
                 "SELECT count(*) FROM agent_alerts WHERE dedup_key = ? AND (NOT acknowledged OR created_at > ?)",
                 [alert.dedup_key, since],
             ).fetchone()[0]
             if recent:
-                con.execute("ROLLBACK")
                 return None
             row = {
                 **{k: v for k, v in asdict(alert).items() if k != "details"},
@@ -136,60 +149,89 @@ class AlertStore:
                 "acknowledged_by": None,
                 "notified": False,
             }
-            con.execute(
-                f"INSERT INTO agent_alerts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                [row[c] for c in COLUMNS],
-            )
-            con.execute("COMMIT")
-            self._publish(con)
+            self._insert(tx, [row])
+            tx.after_commit(self._publish)
         return row
 
     def acknowledge(self, alert_id: str, by: str, now: datetime | None = None) -> dict:
+        """Acknowledge one alert; raises AlertNotFound or AlertAlreadyAcknowledged (both ValueError)."""
         if not by or not by.strip():
             raise ValueError("acknowledging an alert needs a name (--by)")
-        with self._connect() as con:
-            found = con.execute("SELECT acknowledged FROM agent_alerts WHERE id = ?", [alert_id]).fetchone()
+        with self.store.write(ALERTS_TABLE.name) as tx:
+            found = tx.execute("SELECT acknowledged FROM agent_alerts WHERE id = ?", [alert_id]).fetchone()
             if found is None:
-                raise ValueError(f"no alert with id {alert_id}")
+                raise AlertNotFound(f"no alert with id {alert_id}")
             if found[0]:
-                raise ValueError(f"alert {alert_id} is already acknowledged")
-            con.execute(
-                "UPDATE agent_alerts SET acknowledged = true, acknowledged_at = ?, acknowledged_by = ? WHERE id = ?",
-                [_utc(now or utc_now()), by, alert_id],
+                raise AlertAlreadyAcknowledged(f"alert {alert_id} is already acknowledged")
+            tx.execute(
+                "UPDATE agent_alerts SET acknowledged = ?, acknowledged_at = ?, acknowledged_by = ? WHERE id = ?",
+                [True, _utc(now or utc_now()), by, alert_id],
             )
-            self._publish(con)
-        return self.get(alert_id)
+            row = self._rows(tx, " WHERE id = ?", [alert_id]).iloc[0].to_dict()
+            tx.after_commit(self._publish)
+        return row
 
     def mark_notified(self, alert_id: str) -> None:
-        with self._connect() as con:
-            con.execute("UPDATE agent_alerts SET notified = true WHERE id = ?", [alert_id])
-            self._publish(con)
+        with self.store.write(ALERTS_TABLE.name) as tx:
+            tx.execute("UPDATE agent_alerts SET notified = ? WHERE id = ?", [True, alert_id])
+            tx.after_commit(self._publish)
 
     # -- reads ------------------------------------------------------------------------------------
     def list(self, include_acknowledged: bool = True, alert_type: str | None = None) -> pd.DataFrame:
-        if not self.path.exists():
-            return pd.DataFrame(columns=COLUMNS)
+        """Alerts, newest first."""
         where, params = [], []
         if not include_acknowledged:
             where.append("NOT acknowledged")
         if alert_type:
             where.append("alert_type = ?")
             params.append(alert_type)
-        sql = "SELECT * FROM agent_alerts" + (f" WHERE {' AND '.join(where)}" if where else "")
-        with self._connect() as con:
-            return con.execute(sql + " ORDER BY created_at DESC, id", params).df()
+        with self.store.read() as tx:
+            return self._rows(tx, (f" WHERE {' AND '.join(where)}" if where else ""), params)
 
     def get(self, alert_id: str) -> dict:
-        frame = self.list()
-        row = frame[frame["id"] == alert_id]
-        if row.empty:
-            raise ValueError(f"no alert with id {alert_id}")
-        return row.iloc[0].to_dict()
+        with self.store.read() as tx:
+            frame = self._rows(tx, " WHERE id = ?", [alert_id])
+        if frame.empty:
+            raise AlertNotFound(f"no alert with id {alert_id}")
+        return frame.iloc[0].to_dict()
 
-    def _publish(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Write the lake snapshot while the writer still holds the file: snapshots never go back in time."""
-        table = con.sql("SELECT * FROM agent_alerts ORDER BY created_at").to_arrow_table()
-        write_parquet_atomic(self.paths.table("agent_alerts") / "data.parquet", table)
+    # -- helpers ----------------------------------------------------------------------------------
+    @staticmethod
+    def _rows(tx: Tx, where: str = "", params=()) -> pd.DataFrame:
+        rows = tx.execute(_SELECT + where + " ORDER BY created_at DESC, id", params).fetchall()
+        return ALERTS_TABLE.frame(rows)
+
+    @staticmethod
+    def _insert(tx: Tx, rows: list[dict]) -> None:
+        sql = f"INSERT INTO agent_alerts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        for row in rows:
+            tx.execute(sql + " ON CONFLICT (id) DO NOTHING", [row[c] for c in COLUMNS])
+
+    def _publish(self, tx: Tx) -> None:
+        """The lake snapshot, written after the commit while this writer still holds the table: snapshots
+        never go back in time. A failure to write it is logged; the next change writes it again."""
+        try:
+            frame = self._rows(tx).sort_values(["created_at", "id"], kind="stable")
+            write_parquet_atomic(self.paths.table("agent_alerts") / "data.parquet", ALERTS_TABLE.arrow(frame))
+        except OSError as error:
+            log.warning("could not publish the agent_alerts lake snapshot: %s", error)
+
+    def _import_legacy(self) -> None:
+        """Alerts of the former DuckDB store move into this one once (the file is renamed, never deleted)."""
+        legacy = self.paths.root / "autonomy" / "alerts.duckdb"
+        if not legacy.exists():
+            return
+        with self.store.write(ALERTS_TABLE.name) as tx:
+            if not legacy.exists():  # another writer imported it meanwhile
+                return
+            with duckdb.connect(str(legacy), read_only=True) as con:
+                found = con.execute(_SELECT)
+                names = [d[0] for d in found.description]
+                rows = [dict(zip(names, row, strict=True)) for row in found.fetchall()]
+            self._insert(tx, rows)
+            tx.after_commit(self._publish)
+            tx.after_commit(lambda _: legacy.rename(legacy.with_name(legacy.name + ".imported")))
+        log.info("imported %d alerts from %s into %s", len(rows), legacy, self.location)
 
 
 # ---- notification ------------------------------------------------------------------------------

@@ -1,12 +1,17 @@
-"""agent_alerts: dedup, acknowledge via the CLI, webhook delivery and failure, ERROR alerts from failed runs."""
+"""agent_alerts: dedup, acknowledge via the CLI, webhook delivery and failure, ERROR alerts from failed runs,
+concurrent writers in several processes, the former DuckDB store imported. Every test runs on both state
+stores: SQLite under the data directory and the local PostgreSQL server (a fresh schema per test)."""
 
 import json
+import multiprocessing
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
+import duckdb
 import pandas as pd
+import pytest
 
 from learning_pipeline.cli import main
 from learning_pipeline.defs.autonomy.resources import AutonomyResource
@@ -18,8 +23,25 @@ from learning_pipeline.lib.autonomy.alerts import (
     detect_degradation,
     raise_and_notify,
 )
+from learning_pipeline.lib.storage.lake import LakePaths
+from learning_pipeline.lib.storage.state_store import STATE_URL_ENV, close_state_stores
+from learning_pipeline.lib.storage.warehouse import lake_connection
+from learning_pipeline_tests._postgres_state import postgres_state_url
 
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True, params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request, monkeypatch):
+    """The state store every AlertStore (and the CLI, and the sensors) of the test uses."""
+    if request.param == "sqlite":
+        monkeypatch.delenv(STATE_URL_ENV, raising=False)
+        yield request.param
+        close_state_stores()
+        return
+    with postgres_state_url() as url:
+        monkeypatch.setenv(STATE_URL_ENV, url)
+        yield request.param
 
 
 def degradation(agent="coder_agent"):
@@ -121,3 +143,84 @@ def test_error_alert_from_a_failed_run(lake):
     row = alerts.iloc[0]
     assert row["alert_type"] == "ERROR" and row["severity"] == "CRITICAL"
     assert result.dagster_run.run_id in row["details"]
+
+
+def _worker(root: str, state_url: str | None, worker: int, ack_id: str, queue) -> None:
+    import os
+
+    if state_url:
+        os.environ[STATE_URL_ENV] = state_url
+    else:
+        os.environ.pop(STATE_URL_ENV, None)
+    store = AlertStore(LakePaths.at(root))
+    outcomes = []
+    for i in range(8):
+        store.raise_alert(
+            Alert("MILESTONE", "INFO", f"w{worker} {i}", "m", dedup_key=f"k{worker}-{i}"), now=NOW
+        )
+        # every worker also raises the same condition and acknowledges the same alert
+        store.raise_alert(Alert("CONVERGENCE", "INFO", "shared", "m", dedup_key="shared"), now=NOW)
+        try:
+            store.acknowledge(ack_id, f"worker-{worker}")
+            outcomes.append("acknowledged")
+        except ValueError as error:
+            outcomes.append(type(error).__name__)
+    queue.put(outcomes)
+
+
+def test_writers_in_several_processes_dedup_and_acknowledge_once(lake, backend):
+    import os
+
+    store = AlertStore(lake.paths)
+    target = store.raise_alert(Alert("ERROR", "CRITICAL", "broken", "m", dedup_key="target"), now=NOW)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    args = (lake.data_dir, os.environ.get(STATE_URL_ENV), target["id"], queue)
+    procs = [ctx.Process(target=_worker, args=(args[0], args[1], w, args[2], args[3])) for w in range(3)]
+    for p in procs:
+        p.start()
+    outcomes = [o for _ in procs for o in queue.get(timeout=180)]
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    assert outcomes.count("acknowledged") == 1
+    assert outcomes.count("AlertAlreadyAcknowledged") == len(outcomes) - 1
+    alerts = store.list()
+    assert len(alerts) == 1 + 3 * 8 + 1 and (alerts["dedup_key"] == "shared").sum() == 1
+    assert store.get(target["id"])["acknowledged_by"].startswith("worker-")
+    with lake_connection(lake.paths) as con:  # the lake snapshot carries the same rows
+        assert con.execute("SELECT count(*) FROM agent_alerts").fetchone()[0] == len(alerts)
+
+
+def test_alerts_of_the_former_duckdb_store_are_imported_once(lake, backend):
+    legacy = lake.paths.root / "autonomy" / "alerts.duckdb"
+    legacy.parent.mkdir(parents=True)
+    with duckdb.connect(str(legacy)) as con:  # the former layout, as the former AlertStore created it
+        con.execute(
+            "CREATE TABLE agent_alerts (id VARCHAR PRIMARY KEY, alert_type VARCHAR NOT NULL, severity VARCHAR "
+            "NOT NULL, title VARCHAR NOT NULL, message VARCHAR NOT NULL, agent_name VARCHAR, model_version "
+            "INTEGER, metric VARCHAR, value DOUBLE, threshold DOUBLE, details VARCHAR, source VARCHAR, dedup_key "
+            "VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL, acknowledged BOOLEAN NOT NULL DEFAULT false, "
+            "acknowledged_at TIMESTAMPTZ, acknowledged_by VARCHAR, notified BOOLEAN NOT NULL DEFAULT false)"
+        )
+        con.execute(
+            "INSERT INTO agent_alerts VALUES ('old1', 'ERROR', 'WARNING', 't', 'm', 'coder_agent', 3, NULL, 0.5, "
+            "NULL, '{}', NULL, 'old-key', TIMESTAMPTZ '2026-11-01 10:00:00+00', true, "
+            "TIMESTAMPTZ '2026-11-01 11:00:00+00', 'carol', false), ('old2', 'MILESTONE', 'INFO', 't', 'm', "
+            "NULL, NULL, NULL, NULL, NULL, '{}', NULL, 'MILESTONE:cycles:10', TIMESTAMPTZ '2026-11-02 10:00:00+00', "
+            "false, NULL, NULL, false)"
+        )
+    store = AlertStore(lake.paths)
+    alerts = store.list()
+    assert list(alerts["id"]) == ["old2", "old1"]
+    old = store.get("old1")
+    assert old["acknowledged_by"] == "carol" and old["model_version"] == 3
+    assert old["created_at"] == pd.Timestamp("2026-11-01 10:00:00", tz="UTC")
+    assert not legacy.exists() and legacy.with_name("alerts.duckdb.imported").exists()
+    # imported alerts keep de-duplicating: the milestone is not raised twice
+    assert store.raise_alert(milestone_alert(), now=NOW) is None
+    assert len(AlertStore(lake.paths).list()) == 2
+
+
+def milestone_alert():
+    return Alert("MILESTONE", "INFO", "10 learning cycles", "ten", dedup_key="MILESTONE:cycles:10")
