@@ -15,6 +15,11 @@ from learning_pipeline.lib.training.training_data import (
 
 GROUP = "training"
 OUTCOME_EVENTS = dg.AssetKey("outcome_events")
+DEFAULT_RULES = ConfigRules()
+# Assets over all days: re-materialized when outcome_events gets new data.
+ALL_DAYS_ASSET = dict(
+    deps=[OUTCOME_EVENTS], group_name=GROUP, tags=ALL_DAYS, automation_condition=follows_new_data
+)
 
 
 class SftPairsConfig(dg.Config):
@@ -65,11 +70,8 @@ class RoutingPairsConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[OUTCOME_EVENTS],
+    **ALL_DAYS_ASSET,
     kinds={"duckdb", "parquet"},
-    group_name=GROUP,
-    tags=ALL_DAYS,
-    automation_condition=follows_new_data,
     description=(
         "Per task class (task_type, context complexity or '*') every (agent, model) candidate with executions, "
         "success rate, quality, latency p50 and cost, ranked; the best is the top eligible candidate "
@@ -91,20 +93,19 @@ def routing_pairs(config: RoutingPairsConfig, lake: LakeResource) -> dg.Material
 
 
 class AgentConfigRecommendationsConfig(dg.Config):
-    min_tool_share: float = 0.2
-    max_tools: int = 10
-    default_max_turns: int = 10
-    max_turns_cap: int = 50
-    min_samples: int = 10
-    max_task_types: int = 3
+    """The fields of lib's ConfigRules, with its defaults."""
+
+    min_tool_share: float = DEFAULT_RULES.min_tool_share
+    max_tools: int = DEFAULT_RULES.max_tools
+    default_max_turns: int = DEFAULT_RULES.default_max_turns
+    max_turns_cap: int = DEFAULT_RULES.max_turns_cap
+    min_samples: int = DEFAULT_RULES.min_samples
+    max_task_types: int = DEFAULT_RULES.max_task_types
 
 
 @dg.asset(
-    deps=[OUTCOME_EVENTS],
+    **ALL_DAYS_ASSET,
     kinds={"duckdb", "toml"},
-    group_name=GROUP,
-    tags=ALL_DAYS,
-    automation_condition=follows_new_data,
     description=(
         "Per agent a recommended TOML config (tools, max_turns, preferred task types) under agent_configs/, "
         "with every version kept in agent_configs/history/ so an earlier one can be restored."

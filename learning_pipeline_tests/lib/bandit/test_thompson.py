@@ -23,18 +23,9 @@ END = date(2025, 2, 28)  # the last simulated day
 
 def simulated(task_types: int, agents: int, days: int, events_per_day: int, seed: int, **truth):
     """Events from numbered task types and agents, with a few missing task types and quality scores."""
-    cfg = SimulationConfig(
-        days=days,
-        events_per_day=events_per_day,
-        seed=seed,
-        truth_seed=seed,
-        end_date=END,
-        agents=agents,
-        task_types=task_types,
-        missing_task_type_share=0.02,
-        missing_quality_share=0.05,
-        **truth,
-    )
+    size = dict(days=days, events_per_day=events_per_day, agents=agents, task_types=task_types)
+    missing = dict(missing_task_type_share=0.02, missing_quality_share=0.05)
+    cfg = SimulationConfig(seed=seed, truth_seed=seed, end_date=END, **size, **missing, **truth)
     return SimulationTruth(cfg), generate_table(cfg, lineage=True)
 
 
