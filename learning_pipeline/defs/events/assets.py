@@ -1,5 +1,7 @@
 """outcome_events and quarantined_events: one validated, de-duplicated Parquet partition per UTC day."""
 
+from datetime import timedelta
+
 import dagster as dg
 import duckdb
 import pandas as pd
@@ -7,7 +9,8 @@ import pyarrow.parquet as pq
 
 from learning_pipeline.defs.partitions import ONE_DAY, daily_partitions
 from learning_pipeline.defs.resources import WAREHOUSE_POOL, LakeResource
-from learning_pipeline.lib.events.staging import stage_pending, staged_files_for
+from learning_pipeline.lib.events.janitor import sweep_debris
+from learning_pipeline.lib.events.staging import log_snapshot, stage_pending
 from learning_pipeline.lib.events.validation import validate_partition
 from learning_pipeline.lib.storage.warehouse import refresh_warehouse_views, sql_literal
 
@@ -54,20 +57,42 @@ def _preview(path, columns: list[str], rows: int = 5) -> str:
     pool=WAREHOUSE_POOL,
 )
 def outcome_events(context: dg.AssetExecutionContext, lake: LakeResource):
-    """Stage new landing files, then validate and de-duplicate every staged record of this day.
+    """Sweep crash debris, stage new landing files, then validate and de-duplicate every staged record of
+    this day (against the days within the de-duplication window).
 
     validate_partition refuses to publish a day whose counts do not reconcile
-    (received = accepted + quarantined + duplicates), so the metadata always balances.
+    (received = accepted + quarantined + duplicates), so the metadata always balances, and never replaces a
+    partition built from a later staging-log position (the metadata then shows the published counts).
     """
     paths = lake.paths
     rules = lake.staging_rules()
+    swept = sweep_debris(paths, timedelta(seconds=lake.debris_grace_seconds))
     newly_staged = stage_pending(paths, rules)
+    unreadable = [entry for entry in newly_staged if entry.error]
+    for entry in unreadable:
+        context.log.warning(f"unreadable landing file {entry.landing_file}: {entry.error}")
     day = context.partition_key
-    staged = staged_files_for(paths, day)
+    snapshot = log_snapshot(paths)
+    staged = snapshot.files_for(paths, day)
+    neighbors = snapshot.neighbor_files(paths, day, rules.dedup_window_days)
     accepted_path = paths.partition_dir("outcome_events", day) / PARTITION_FILE
     quarantine_path = paths.partition_dir("quarantined_events", day) / PARTITION_FILE
     with duckdb.connect() as con:
-        counts = validate_partition(con, staged, rules, accepted_path, quarantine_path)
+        counts = validate_partition(
+            con,
+            staged,
+            rules,
+            accepted_path,
+            quarantine_path,
+            neighbor_files=neighbors,
+            staging_seq=snapshot.seq,
+            staging_log=snapshot.log_id,
+        )
+        if not counts.published:
+            context.log.warning(
+                f"{day} was already published from staging-log position {counts.staging_seq}, later than "
+                f"this run's {snapshot.seq}: left in place"
+            )
         duplicate_ids = con.execute(
             f"SELECT count(*) - count(DISTINCT event_id) FROM read_parquet({sql_literal(str(accepted_path))})"
         ).fetchone()[0]
@@ -81,9 +106,21 @@ def outcome_events(context: dg.AssetExecutionContext, lake: LakeResource):
             "accepted": counts.accepted,
             "quarantined": counts.quarantined,
             "duplicates": counts.duplicates,
+            "cross_day_duplicates": counts.cross_day_duplicates,
             "dagster/row_count": counts.accepted,
             "landing_files": len(staged),
             "newly_staged_files": len(newly_staged),
+            "unreadable_files": dg.MetadataValue.json(
+                [
+                    {"landing_file": e.landing_file, "set_aside": e.set_aside, "error": e.error}
+                    for e in unreadable
+                ]
+            ),
+            "staging_seq": counts.staging_seq,
+            "published": counts.published,
+            "janitor_removed_files": len(swept.removed),
+            "janitor_removed_bytes": swept.removed_bytes,
+            "janitor_removed": dg.MetadataValue.json(swept.removed[:200]),
             "path": dg.MetadataValue.path(str(accepted_path)),
             "preview": dg.MetadataValue.md(_preview(accepted_path, PREVIEW_COLUMNS)),
         },

@@ -45,6 +45,9 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, lake: LakeResource)
     """
     paths = lake.paths
     staged_now = stage_pending(paths, lake.staging_rules(), max_files=MAX_FILES_PER_TICK)
+    for entry in staged_now:
+        if entry.error:  # quarantined on its arrival day, set aside and alerted by staging
+            context.log.warning(f"unreadable landing file {entry.landing_file}: {entry.error}")
     after = int(context.cursor or 0)
     entries = read_log(paths, after_seq=after)
     if not entries:

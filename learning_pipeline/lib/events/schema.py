@@ -142,4 +142,5 @@ REJECT_REASONS = (
     "unknown_severity",
     "future_timestamp",
     "before_first_partition",
+    "unreadable_file",
 )

@@ -9,6 +9,18 @@ never re-parses JSON.
 Each staged landing file gets one line in the append-only staging log (`staging/_log.jsonl`), written under a
 file lock with a sequence number. The log is the commit point: staged Parquet without a log line is never
 read. The landing-zone sensor follows the log with its cursor; partitions read the log to find their files.
+Staged parts are fsynced before they are renamed into place and their directories after, so the log (fsynced
+itself) never names a part a power loss could leave empty.
+
+A record with a repeated top-level key (`{"event_id": "a", "event_id": "b", ...}`) is rejected: it is
+quarantined as `malformed_json` with the details `repeated key "event_id"`. JSON parsers disagree on which
+copy wins, so accepting either would let two readers see two different events; the rest of the file is read.
+
+A landing file that cannot be read at all (random bytes or a truncated Parquet file, a truncated gzip stream,
+plain text named `.gz`, or any other content the readers refuse) never stops staging: it is recorded as one
+quarantine record (`record_number` 0, reason `unreadable_file`, the error in `details`) on the day it arrived,
+moved whole to `landing/.unreadable/` (never deleted), and an ERROR alert is raised; every other file goes on.
+Failures of the environment (disk full, out of memory) on a readable file still raise: the file stays pending.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import fcntl
 import gzip
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -31,8 +44,16 @@ import duckdb
 import pyarrow as pa
 
 from learning_pipeline.lib.events.schema import FIELD_NAMES
-from learning_pipeline.lib.storage.lake import LakePaths
+from learning_pipeline.lib.events.unreadable import (
+    alert_unreadable,
+    finish_set_aside,
+    probe_readable,
+    set_aside_path,
+)
+from learning_pipeline.lib.storage.lake import LakePaths, fsync_dir, fsync_file, make_dirs_durable
 from learning_pipeline.lib.storage.warehouse import sql_literal
+
+log = logging.getLogger(__name__)
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -41,10 +62,20 @@ SOURCE_REF_COLUMN = "source_ref"
 
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 DEFAULT_MAX_FUTURE_SKEW = timedelta(hours=1)
+DEFAULT_DEDUP_WINDOW_DAYS = 7
 # Longest record kept verbatim in the quarantine; the landing file keeps the whole record.
 RAW_RECORD_KEEP_BYTES = 64 * 1024
 # Largest JSON object the fast reader accepts; bigger records are handled line by line (and are oversized).
 MAX_LINE_BYTES = 256 * 1024 * 1024
+UNREADABLE_REASON = "unreadable_file"
+# Errors of the machine rather than of the file: a readable file that meets one stays pending.
+ENVIRONMENT_ERRORS = (
+    OSError,
+    MemoryError,
+    duckdb.IOException,
+    duckdb.OutOfMemoryException,
+    duckdb.InterruptException,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +83,8 @@ class StagingRules:
     first_date: date
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW
+    # An event_id seen on another day at most this many days away is a duplicate (0: per day only).
+    dedup_window_days: int = DEFAULT_DEDUP_WINDOW_DAYS
 
 
 @dataclass(frozen=True)
@@ -66,6 +99,9 @@ class StagedFile:
     records: int
     dates: dict[str, int] = field(default_factory=dict)
     staged: dict[str, str] = field(default_factory=dict)
+    # For an unreadable file: why, and where it was set aside (relative to the landing zone).
+    error: str | None = None
+    set_aside: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -77,7 +113,14 @@ def is_landing_file(path: Path) -> bool:
 
 
 def list_landing_files(paths: LakePaths) -> list[Path]:
-    return sorted(p for p in paths.landing.rglob("*") if p.is_file() and is_landing_file(p))
+    """Landing files, skipping dot-files and dot-directories (temporary files, `.unreadable/`)."""
+    return sorted(
+        p
+        for p in paths.landing.rglob("*")
+        if p.is_file()
+        and is_landing_file(p)
+        and not any(part.startswith(".") for part in p.relative_to(paths.landing).parts)
+    )
 
 
 def _log_path(paths: LakePaths) -> Path:
@@ -85,14 +128,24 @@ def _log_path(paths: LakePaths) -> Path:
 
 
 @contextmanager
-def _log_lock(paths: LakePaths):
-    paths.staging.mkdir(parents=True, exist_ok=True)
-    with open(paths.staging / "_log.lock", "a") as lock:
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _log_lock(paths: LakePaths):
+    return _file_lock(paths.staging / "_log.lock")
+
+
+def stage_lock(paths: LakePaths):
+    """Held while landing files are staged (and by the janitor): staged parts and their log lines appear
+    together under it."""
+    return _file_lock(paths.staging / "_stage.lock")
 
 
 def read_log(paths: LakePaths, after_seq: int = 0) -> list[StagedFile]:
@@ -117,15 +170,56 @@ def current_entries(paths: LakePaths) -> dict[str, StagedFile]:
     return {entry.landing_file: entry for entry in read_log(paths)}
 
 
+@dataclass(frozen=True)
+class LogSnapshot:
+    """The staging log as one reader saw it: `seq` is the highest sequence number it included; `log_id`
+    names this log (the time of its first line), so sequence numbers of a rebuilt log are never compared with
+    those of the one it replaced."""
+
+    seq: int
+    entries: dict[str, StagedFile]
+    log_id: str = ""
+
+    def files_for(self, paths: LakePaths, event_date: str) -> list[Path]:
+        """Staged Parquet of one date, from the latest entry of each landing file, in landing-file order."""
+        ordered = sorted(self.entries.values(), key=lambda e: e.landing_file)
+        return [paths.staging / e.staged[event_date] for e in ordered if event_date in e.staged]
+
+    def days(self) -> set[str]:
+        return {day for entry in self.entries.values() for day in entry.staged}
+
+    def neighbor_files(self, paths: LakePaths, event_date: str, window_days: int) -> list[Path]:
+        """Staged Parquet of the other days at most window_days before or after event_date."""
+        center = date.fromisoformat(event_date)
+        days = sorted(
+            d
+            for d in self.days()
+            if d != event_date and abs((date.fromisoformat(d) - center).days) <= window_days
+        )
+        return [file for day in days for file in self.files_for(paths, day)]
+
+
+def log_snapshot(paths: LakePaths) -> LogSnapshot:
+    entries = read_log(paths)
+    return LogSnapshot(
+        max((e.seq for e in entries), default=0),
+        {e.landing_file: e for e in entries},
+        entries[0].staged_at if entries else "",
+    )
+
+
 def _append_log(paths: LakePaths, entry: StagedFile) -> StagedFile:
     with _log_lock(paths):
         last = read_log(paths)
         seq = (last[-1].seq if last else 0) + 1
         entry = StagedFile(**{**entry.__dict__, "seq": seq})
+        created = not _log_path(paths).exists()
         with open(_log_path(paths), "a", encoding="utf-8") as handle:
             handle.write(entry.to_json() + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        if created:
+            fsync_dir(paths.staging)
     return entry
 
 
@@ -161,6 +255,9 @@ def _classify_sql(raw_line: str, max_bytes: int) -> str:
         WHEN NOT json_valid({raw_line}) THEN 'malformed_json: not valid JSON'
         WHEN left(ltrim({raw_line}), 1) <> '{{'
           THEN 'malformed_json: a record must be a JSON object, got ' || json_type({raw_line})
+        WHEN len(json_keys({raw_line})) <> len(list_distinct(json_keys({raw_line})))
+          THEN 'malformed_json: repeated key ' || list_transform(list_filter(list_distinct(json_keys({raw_line})),
+               lambda k: len(list_filter(json_keys({raw_line}), lambda j: j = k)) > 1), lambda k: to_json(k))[1]
     END"""
 
 
@@ -273,66 +370,128 @@ def _connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def stage_file(paths: LakePaths, path: Path, rules: StagingRules) -> StagedFile:
-    """Split one landing file by routing date into staging Parquet and commit it to the log."""
+_COPY_OPTIONS = (
+    # Small row groups: a day's validation then reads its staged files on every core.
+    "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 16384, PARTITION_BY (event_date), "
+    "FILENAME_PATTERN 'part_{i}')"
+)
+
+
+def _copy_records(con, path: Path, relative: str, received_at: datetime, rules: StagingRules, out_dir: Path):
+    """Write the file's records, split by routing date, under out_dir/event_date=D/."""
+    target = sql_literal(str(out_dir))
+    source = _fields_source_sql(con, path)
+    try:
+        if source is None:
+            raise duckdb.InvalidInputException("raw-lines batch")
+        con.execute(f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {target} {_COPY_OPTIONS}")
+    except duckdb.InvalidInputException:
+        # The fast reader refuses files with bad lines; split those off line by line and keep each one.
+        shutil.rmtree(out_dir, ignore_errors=True)
+        scratch = out_dir.with_name(out_dir.name.replace(".tmp-", ".scratch-", 1) + ".jsonl")
+        source = _line_by_line_sql(con, path, rules, scratch)
+        con.execute(f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {target} {_COPY_OPTIONS}")
+
+
+def _copy_unreadable(con, relative: str, received_at: datetime, rules: StagingRules, out_dir: Path, why: str):
+    """Write the one quarantine record standing for an unreadable file (record 0, routed to its arrival day)."""
+    nulls = ", ".join(f'NULL::VARCHAR AS "{f}"' for f in FIELD_NAMES)
+    source = (
+        f"SELECT 0::BIGINT AS record_number, NULL::VARCHAR AS source_ref, {sql_literal(why)} AS parse_error, "
+        f"NULL::VARCHAR AS raw_record, {nulls}"
+    )
+    con.execute(
+        f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {sql_literal(str(out_dir))} {_COPY_OPTIONS}"
+    )
+
+
+def _commit_parts(con, paths: LakePaths, out_dir: Path, file_id: str, relative: str):
+    """Move each part durably into staging/event_date=D/ (fsync part, rename, fsync directory)."""
+    counts: dict[str, int] = {}
+    staged: dict[str, str] = {}
+    for part in sorted(out_dir.glob("event_date=*/*.parquet")):
+        day = part.parent.name.removeprefix("event_date=")
+        if day in staged:
+            raise RuntimeError(f"expected one staged part for {relative} on {day}")
+        counts[day] = con.execute(f"SELECT count(*) FROM read_parquet({sql_literal(str(part))})").fetchone()[
+            0
+        ]
+        final = paths.staging / f"event_date={day}" / f"{file_id}.parquet"
+        make_dirs_durable(final.parent)
+        fsync_file(part)
+        os.replace(part, final)
+        staged[day] = final.relative_to(paths.staging).as_posix()
+    for directory in {(paths.staging / name).parent for name in staged.values()}:
+        fsync_dir(directory)
+    return counts, staged
+
+
+def stage_file(paths: LakePaths, path: Path, rules: StagingRules) -> StagedFile | None:
+    """Split one landing file by routing date into staging Parquet and commit it to the log.
+
+    An unreadable file is committed as one `unreadable_file` record, then set aside and alerted
+    (`unreadable.py`).
+    None when the file vanished before it could be staged.
+    """
     relative = path.relative_to(paths.landing).as_posix()
-    stat = path.stat()
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
     received_at = datetime.now(UTC)
     token = uuid.uuid4().hex[:8]
     out_dir = paths.staging / f".tmp-{token}"
+    file_id = f"{_file_id(relative)}-{token}"
     paths.staging.mkdir(parents=True, exist_ok=True)
+    error = set_aside = None
     con = _connect()
     try:
-        target = sql_literal(str(out_dir))
-        # Small row groups: a day's validation then reads its staged files on every core.
-        copy_options = (
-            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 16384, PARTITION_BY (event_date), "
-            "FILENAME_PATTERN 'part_{i}')"
-        )
-        source = _fields_source_sql(con, path)
         try:
-            if source is None:
-                raise duckdb.InvalidInputException("raw-lines batch")
-            con.execute(
-                f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {target} {copy_options}"
-            )
-        except duckdb.InvalidInputException:
-            # The fast reader refuses files with bad lines; split those off line by line and keep each one.
+            _copy_records(con, path, relative, received_at, rules, out_dir)
+        except Exception as failure:
+            error = probe_readable(path)
+            if error is None:
+                if isinstance(failure, ENVIRONMENT_ERRORS) or not isinstance(
+                    failure, (duckdb.Error, ValueError)
+                ):
+                    raise
+                error = f"{type(failure).__name__}: {failure}"
+            error = " ".join(error.split())[:4000]
             shutil.rmtree(out_dir, ignore_errors=True)
-            source = _line_by_line_sql(con, path, rules, paths.staging / f".scratch-{token}.jsonl")
-            con.execute(
-                f"COPY ({_routed_sql(source, relative, received_at, rules)}) TO {target} {copy_options}"
+            set_aside = set_aside_path(paths, relative, token).relative_to(paths.landing).as_posix()
+            _copy_unreadable(
+                con,
+                relative,
+                received_at,
+                rules,
+                out_dir,
+                f"{UNREADABLE_REASON}: {error}; set aside as landing/{set_aside}",
             )
-        parts = sorted(out_dir.glob("event_date=*/*.parquet"))
-        counts: dict[str, int] = {}
-        staged: dict[str, str] = {}
-        file_id = f"{_file_id(relative)}-{token}"
-        for part in parts:
-            day = part.parent.name.removeprefix("event_date=")
-            if day in staged:
-                raise RuntimeError(f"expected one staged part for {relative} on {day}")
-            counts[day] = con.execute(
-                f"SELECT count(*) FROM read_parquet({sql_literal(str(part))})"
-            ).fetchone()[0]
-            final = paths.staging / f"event_date={day}" / f"{file_id}.parquet"
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(part, final)
-            staged[day] = final.relative_to(paths.staging).as_posix()
+        counts, staged = _commit_parts(con, paths, out_dir, file_id, relative)
     finally:
         con.close()
         shutil.rmtree(out_dir, ignore_errors=True)
-        (paths.staging / f".scratch-{token}.jsonl").unlink(missing_ok=True)
-    entry = StagedFile(
-        seq=0,
-        landing_file=relative,
-        size=stat.st_size,
-        mtime_ns=stat.st_mtime_ns,
-        staged_at=received_at.isoformat(),
-        records=int(sum(counts.values())),
-        dates={day: int(n) for day, n in counts.items()},
-        staged=staged,
+        out_dir.with_name(f".scratch-{token}.jsonl").unlink(missing_ok=True)
+    entry = _append_log(
+        paths,
+        StagedFile(
+            seq=0,
+            landing_file=relative,
+            size=stat.st_size,
+            mtime_ns=stat.st_mtime_ns,
+            staged_at=received_at.isoformat(),
+            records=int(sum(counts.values())),
+            dates={day: int(n) for day, n in counts.items()},
+            staged=staged,
+            error=error,
+            set_aside=set_aside,
+        ),
     )
-    return _append_log(paths, entry)
+    if set_aside is not None:
+        finish_set_aside(paths, entry)
+        log.warning("unreadable landing file %s set aside as landing/%s: %s", relative, set_aside, error)
+        alert_unreadable(paths, entry)
+    return entry
 
 
 def pending_landing_files(paths: LakePaths) -> list[Path]:
@@ -341,7 +500,10 @@ def pending_landing_files(paths: LakePaths) -> list[Path]:
     pending = []
     for path in list_landing_files(paths):
         entry = known.get(path.relative_to(paths.landing).as_posix())
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # removed since it was listed
+            continue
         if entry is None or (entry.size, entry.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
             pending.append(path)
     return pending
@@ -354,18 +516,13 @@ def stage_pending(paths: LakePaths, rules: StagingRules, max_files: int | None =
     inside it, so a landing file is never staged twice. Within one process, files are staged on one thread
     per core: DuckDB reads a single JSON file on one core.
     """
-    paths.staging.mkdir(parents=True, exist_ok=True)
-    with open(paths.staging / "_stage.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            pending = pending_landing_files(paths)[:max_files]
-            with ThreadPoolExecutor(max_workers=max(1, min(len(pending), os.cpu_count() or 1))) as pool:
-                return list(pool.map(lambda path: stage_file(paths, path, rules), pending))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with stage_lock(paths):
+        pending = pending_landing_files(paths)[:max_files]
+        with ThreadPoolExecutor(max_workers=max(1, min(len(pending), os.cpu_count() or 1))) as pool:
+            staged = list(pool.map(lambda path: stage_file(paths, path, rules), pending))
+    return [entry for entry in staged if entry is not None]
 
 
 def staged_files_for(paths: LakePaths, event_date: str) -> list[Path]:
     """Staged Parquet of one date, from the latest log entry of each landing file, in landing-file order."""
-    entries = sorted(current_entries(paths).values(), key=lambda e: e.landing_file)
-    return [paths.staging / e.staged[event_date] for e in entries if event_date in e.staged]
+    return log_snapshot(paths).files_for(paths, event_date)

@@ -2,8 +2,20 @@
 
 Every staged record ends in exactly one of three places: accepted (a row of OUTCOME_EVENT_SCHEMA),
 quarantined (with `reason` = the first rule it breaks and `details` = every rule it breaks), or dropped as a
-duplicate of an accepted event with the same event_id (the first by landing file and record number wins).
-`received = accepted + quarantined + duplicates` holds for every run and is checked before anything is written.
+duplicate of an accepted event with the same event_id. `received = accepted + quarantined + duplicates` holds
+for every run and is checked before anything is written.
+
+Duplicates, within a day: the first copy by landing file and record number wins. Across days: a valid copy on
+another day at most `dedup_window_days` away (7 by default) that arrived earlier (by `received_at`, then
+landing file and record number) wins, and every copy of the day is counted as a duplicate
+(`cross_day_duplicates`). The record that arrived first keeps its day, so a re-delivery dated on another day
+never needs the first day to be run again, and quarantined copies never suppress a valid one.
+
+Publishing never goes back in time: each output carries, in its Parquet key-value metadata, the highest
+staging-log sequence number its build read (`staging_seq`) and its counts. Under a per-partition lock, a
+build replaces a partition only if that partition was not built from a later log position; otherwise the run
+leaves it in place and reports the published counts. Two runs of one day (with or without a concurrency pool)
+can finish in any order without losing the newer one's events.
 
 The checks are generated from `schema.EVENT_FIELDS`; field names are constants of this module, and every
 value from the data is compared as data, never spliced into SQL.
@@ -11,10 +23,13 @@ value from the data is compared as data, never spliced into SQL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import fcntl
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from learning_pipeline.lib.events.schema import (
     DUCKDB_TYPES,
@@ -25,7 +40,7 @@ from learning_pipeline.lib.events.schema import (
     EventField,
 )
 from learning_pipeline.lib.events.staging import RAW_RECORD_KEEP_BYTES, StagingRules
-from learning_pipeline.lib.storage.lake import publish, tmp_path_for
+from learning_pipeline.lib.storage.lake import make_dirs_durable, publish, tmp_path_for
 from learning_pipeline.lib.storage.warehouse import sql_literal
 
 MAX_NAME_LENGTH = 256
@@ -41,6 +56,9 @@ class PartitionCounts:
     quarantined: int
     duplicates: int
     by_reason: dict[str, int]
+    cross_day_duplicates: int = 0  # part of duplicates: copies of an event accepted on another day
+    staging_seq: int | None = None  # the staging-log position the published partition was built from
+    published: bool = True  # False: a build from a later log position was already published; counts are its
 
     def balanced(self) -> bool:
         return self.received == self.accepted + self.quarantined + self.duplicates
@@ -217,14 +235,84 @@ def _quarantine_select() -> str:
     )
 
 
-def _copy_atomic(con: duckdb.DuckDBPyConnection, select_sql: str, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
+SEQ_KEY = "staging_seq"
+LOG_KEY = "staging_log"
+COUNTS_KEY = "partition_counts"
+
+
+def _copy_tmp(con: duckdb.DuckDBPyConnection, select_sql: str, final: Path, kv: dict[str, str]) -> Path:
+    make_dirs_durable(final.parent)
     tmp = tmp_path_for(final)
+    metadata = ", ".join(f"{key}: {sql_literal(value)}" for key, value in kv.items())
+    con.execute(
+        f"COPY ({select_sql}) TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{metadata}}})"
+    )
+    return tmp
+
+
+def published_version(path: Path) -> tuple[str | None, int | None, dict | None]:
+    """(staging log id, staging_seq, counts) recorded in a published partition file; Nones when missing or
+    written before partitions were versioned."""
     try:
-        con.execute(f"COPY ({select_sql}) TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
-        publish(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+        kv = pq.read_metadata(path).metadata or {}
+    except (FileNotFoundError, OSError):
+        return None, None, None
+    seq, counts, log_id = (kv.get(key.encode()) for key in (SEQ_KEY, COUNTS_KEY, LOG_KEY))
+    return (
+        log_id.decode() if log_id is not None else None,
+        int(seq) if seq else None,
+        json.loads(counts) if counts else None,
+    )
+
+
+def _publish_unless_newer(
+    outputs: list[tuple[Path, Path]], staging_seq: int | None, staging_log: str
+) -> tuple[int | None, dict]:
+    """Publish every (tmp, final) unless a final was built from a later position of the same staging log.
+
+    Returns (None, {}) when published, else (the newer sequence number, the published counts).
+    """
+    lock_path = outputs[-1][1].with_name(".publish.lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if staging_seq is not None:
+                for log_id, seq, counts in map(published_version, (final for _, final in outputs)):
+                    if log_id == staging_log and seq is not None and seq > staging_seq:
+                        return seq, counts or {}
+            for tmp, final in outputs:
+                publish(tmp, final)
+            return None, {}
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+_ARRIVAL_KEY = "struct_pack(r := received_at, f := source_file, n := record_number)"
+
+
+def _find_cross_day_duplicates(con: duckdb.DuckDBPyConnection, neighbor_files: list[Path], rules) -> None:
+    """Temp table cross_day(id): event_ids of the day whose first valid copy arrived after a valid copy on a
+    neighbouring day. Only neighbour records sharing an event_id with the day are validated."""
+    con.execute("CREATE OR REPLACE TEMP TABLE cross_day (id VARCHAR)")
+    if not neighbor_files:
+        return
+    con.execute(
+        f'CREATE OR REPLACE TEMP TABLE day_first AS SELECT "event_id$value" AS id, min({_ARRIVAL_KEY}) AS k '
+        "FROM checked WHERE len(errors) = 0 GROUP BY 1"
+    )
+    files = "[" + ", ".join(sql_literal(str(p)) for p in neighbor_files) + "]"
+    candidates = (
+        f"SELECT * EXCLUDE (event_date) FROM read_parquet({files}, union_by_name = true, hive_partitioning = true) "
+        """WHERE starts_with("event_id", '"') AND ("event_id"->>'$') IN (SELECT id FROM day_first)"""
+    )
+    con.execute(
+        f"""INSERT INTO cross_day
+        SELECT d.id FROM day_first AS d
+        JOIN (SELECT "event_id$value" AS id, min({_ARRIVAL_KEY}) AS k
+              FROM ({checked_sql(candidates, rules)}) WHERE len(errors) = 0 GROUP BY 1) AS n ON n.id = d.id
+        WHERE n.k < d.k"""
+    )
+    con.execute("DROP TABLE day_first")
 
 
 def validate_partition(
@@ -233,8 +321,18 @@ def validate_partition(
     rules: StagingRules,
     accepted_path: Path,
     quarantine_path: Path,
+    *,
+    neighbor_files: list[Path] | None = None,
+    staging_seq: int | None = None,
+    staging_log: str = "",
 ) -> PartitionCounts:
-    """Validate and de-duplicate one day's staged files and publish both outputs atomically."""
+    """Validate and de-duplicate one day's staged files and publish both outputs atomically.
+
+    neighbor_files: staged files of the days within the de-duplication window (see the module doc).
+    staging_seq, staging_log: the staging-log position staged_files were read at, and the log's id; a partition
+    built from a later position of the same log is never replaced (the returned counts are then the published
+    ones, with published=False).
+    """
     con.execute("SET TimeZone = 'UTC'")
     if staged_files:
         files = "[" + ", ".join(sql_literal(str(p)) for p in staged_files) + "]"
@@ -247,6 +345,7 @@ def validate_partition(
             f"NULL::TIMESTAMPTZ AS received_at, NULL::VARCHAR AS parse_error, NULL::VARCHAR AS raw_record, {fields} LIMIT 0"
         )
         con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checked_sql(source, rules)}")
+    _find_cross_day_duplicates(con, list(neighbor_files or []) if rules.dedup_window_days > 0 else [], rules)
     quarantined = f"SELECT {_quarantine_select()} FROM checked WHERE len(errors) > 0 ORDER BY source_file, record_number"
 
     received = con.execute("SELECT count(*) FROM checked").fetchone()[0]
@@ -257,10 +356,19 @@ def validate_partition(
     )
     quarantined_n = sum(by_reason.values())
     valid_n = received - quarantined_n
-    accepted_n = con.execute(
-        'SELECT count(DISTINCT "event_id$value") FROM checked WHERE len(errors) = 0'
-    ).fetchone()[0]
-    counts = PartitionCounts(received, accepted_n, quarantined_n, valid_n - accepted_n, by_reason)
+    kept = 'len(errors) = 0 AND "event_id$value" NOT IN (SELECT id FROM cross_day)'
+    accepted_n, kept_n = con.execute(
+        f'SELECT count(DISTINCT "event_id$value"), count(*) FROM checked WHERE {kept}'
+    ).fetchone()
+    counts = PartitionCounts(
+        received,
+        accepted_n,
+        quarantined_n,
+        valid_n - accepted_n,
+        by_reason,
+        cross_day_duplicates=valid_n - kept_n,
+        staging_seq=staging_seq,
+    )
     unknown = set(by_reason) - set(REJECT_REASONS)
     if unknown or not counts.balanced():
         raise RuntimeError(f"validation lost track of records: {counts}, unknown reasons {sorted(unknown)}")
@@ -268,14 +376,28 @@ def validate_partition(
     # The first copy of an event_id (by landing file and record) wins; the window is skipped without duplicates.
     first_copy = (
         'QUALIFY row_number() OVER (PARTITION BY "event_id$value" ORDER BY source_file, record_number) = 1 '
-        if counts.duplicates
+        if kept_n > accepted_n
         else ""
     )
     accepted = (
-        f"SELECT {_accepted_select()} FROM checked WHERE len(errors) = 0 {first_copy}"
-        'ORDER BY "timestamp", event_id'
+        f'SELECT {_accepted_select()} FROM checked WHERE {kept} {first_copy}ORDER BY "timestamp", event_id'
     )
-    _copy_atomic(con, accepted, accepted_path)
-    _copy_atomic(con, quarantined, quarantine_path)
-    con.execute("DROP TABLE checked")
+    kv = {
+        COUNTS_KEY: json.dumps({k: v for k, v in counts.__dict__.items() if k != "published"}, sort_keys=True)
+    }
+    if staging_seq is not None:
+        kv[SEQ_KEY], kv[LOG_KEY] = str(staging_seq), staging_log
+    outputs = []
+    try:
+        outputs.append((_copy_tmp(con, quarantined, quarantine_path, kv), quarantine_path))
+        outputs.append((_copy_tmp(con, accepted, accepted_path, kv), accepted_path))
+        newer, published = _publish_unless_newer(outputs, staging_seq, staging_log)
+    finally:
+        for tmp, _ in outputs:
+            tmp.unlink(missing_ok=True)
+        con.execute("DROP TABLE checked")
+        con.execute("DROP TABLE cross_day")
+    if newer is not None:
+        fields = {k: v for k, v in published.items() if k in PartitionCounts.__dataclass_fields__}
+        return replace(counts, **{**fields, "staging_seq": newer, "published": False})
     return counts

@@ -1,4 +1,9 @@
-"""Where the pipeline keeps its files, and how it writes them without ever exposing half a file."""
+"""Where the pipeline keeps its files, and how it writes them without ever exposing half a file.
+
+Every publish path is durable: the data is fsynced before it is renamed into place, and the directory is
+fsynced after the rename (and after a directory is created), so after a power loss a name either points at
+the complete file or does not exist.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ class LakePaths:
     """The layout under one data directory.
 
     landing/                      raw micro-batches (JSONL or Parquet) from the SDK, file drops and Kafka
+    landing/.unreadable/          landing files that could not be read, set aside whole (never deleted)
     staging/event_date=D/         each landing file split by event date, fields kept as JSON text
     staging/_log.jsonl            append-only log of staged landing files: their dates and counts
     lake/<table>/event_date=D/    validated, de-duplicated partitions (Hive layout)
@@ -35,6 +41,10 @@ class LakePaths:
     @property
     def landing(self) -> Path:
         return self.root / "landing"
+
+    @property
+    def unreadable(self) -> Path:
+        return self.landing / ".unreadable"
 
     @property
     def staging(self) -> Path:
@@ -71,16 +81,52 @@ def tmp_path_for(final: Path) -> Path:
     return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def publish(tmp: Path, final: Path) -> Path:
-    """fsync and rename: the file appears complete or not at all."""
-    with open(tmp, "rb") as handle:
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to disk."""
+    with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (names created, renamed or removed in it) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs_durable(path: Path) -> None:
+    """mkdir -p, fsyncing the parent of every directory it creates."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        fsync_dir(directory.parent)
+
+
+def publish(tmp: Path, final: Path) -> Path:
+    """fsync, rename, fsync the directory: the file appears complete or not at all, and stays after a crash."""
+    fsync_file(tmp)
     os.replace(tmp, final)
+    fsync_dir(final.parent)
     return final
 
 
+def move_durably(source: Path, target: Path) -> Path:
+    """Rename a complete file to another directory of the same file system, durably in both directories."""
+    make_dirs_durable(target.parent)
+    fsync_file(source)
+    os.replace(source, target)
+    fsync_dir(target.parent)
+    fsync_dir(source.parent)
+    return target
+
+
 def write_bytes_atomic(final: Path, data: bytes) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs_durable(final.parent)
     tmp = tmp_path_for(final)
     try:
         tmp.write_bytes(data)
@@ -90,7 +136,7 @@ def write_bytes_atomic(final: Path, data: bytes) -> Path:
 
 
 def write_parquet_atomic(final: Path, table: pa.Table) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs_durable(final.parent)
     tmp = tmp_path_for(final)
     try:
         pq.write_table(table, tmp, compression="zstd")
