@@ -29,3 +29,13 @@ def sqlite_uri(root: Path) -> str:
 
 def artifact_uri(root: Path) -> str:
     return (Path(root).resolve() / "mlartifacts").as_uri()
+
+
+def operator_makes_live(paths: LakePaths, uri: str, version: int, by: str = "test operator") -> None:
+    """What a person does: approve a gate-accepted version and make it live (@champion)."""
+    from learning_pipeline.lib.autonomy import graduation, operations
+
+    operations.decide_approvals(paths, uri, graduation.ApprovalThresholds())
+    if graduation.approval_status(paths).get(int(version)) == graduation.PENDING:
+        operations.approve_candidate(paths, uri, version, by, "accepted by the gate")
+    operations.go_live(paths, uri, version, by, "the operator makes it live")

@@ -91,6 +91,7 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
         if not result.success:
             raise RuntimeError(f"learning_cycle_job failed for {days[-1]} (run {result.run_id})")
 
+    _operator_makes_live(paths, echo)
     refresh_warehouse_views(paths)  # what warehouse_views_sensor does after each run under the daemon
     con = lake_connection(paths)
     counts = con.execute(
@@ -127,3 +128,19 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
     echo(f"open the UI:   DAGSTER_HOME={home} {DATA_DIR_ENV}={data_dir} dagster dev   (or: make ui)")
     echo("               then http://127.0.0.1:3000 shows the asset graph and these materializations")
     return summary
+
+
+def _operator_makes_live(paths: LakePaths, echo) -> None:
+    """What a person does in production: approve the accepted version and make it live (@champion)."""
+    from learning_pipeline.lib.autonomy import graduation, operations
+    from learning_pipeline.lib.learning.registry import default_tracking_uri
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(paths.root)
+    operations.decide_approvals(paths, uri, graduation.ApprovalThresholds())
+    pending = [v for v, status in graduation.approval_status(paths).items() if status == graduation.PENDING]
+    if not pending:
+        return
+    version, by = max(pending), "demo operator"
+    operations.approve_candidate(paths, uri, version, by, "the demo approves the accepted version")
+    operations.go_live(paths, uri, version, by, "the demo makes its first accepted version live")
+    echo(f"agent-router v{version}: approved and made live by the {by} (a person's decision in production)")

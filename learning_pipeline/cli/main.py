@@ -181,12 +181,13 @@ def add_demo(subparsers) -> None:
 
 # -- rollback ----------------------------------------------------------------------------------
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from learning_pipeline.lib.learning.cycle import rollback
+    from learning_pipeline.lib.autonomy.operations import rollback
     from learning_pipeline.lib.learning.registry import default_tracking_uri
     from learning_pipeline.lib.storage.lake import LakePaths
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(args.data_dir)
-    info = rollback(LakePaths.at(args.data_dir).ensure(), uri, args.version, args.reason)
+    paths = LakePaths.at(args.data_dir).ensure()
+    info = rollback(paths, uri, args.version, args.by, args.reason, force=args.force)
     if args.json:
         print(json.dumps(info))
     else:
@@ -195,10 +196,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def add_rollback(subparsers) -> None:
-    p = subparsers.add_parser("rollback", help="point agent-router @champion back to an earlier version")
+    p = subparsers.add_parser(
+        "rollback", help="make an earlier agent-router version live again (@champion), recording who and why"
+    )
     add_data_dir(p)
     p.add_argument("--version", type=positive, required=True, help="registered version to make champion")
     p.add_argument("--reason", required=True, help="why (recorded on the versions and in learning_events)")
+    p.add_argument("--by", default=os.environ.get("USER", "cli"), help="who rolls back (default: $USER)")
+    p.add_argument(
+        "--force", action="store_true", help="allow a version the gate rejected or nobody approved (recorded)"
+    )
     p.add_argument(
         "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///<data-dir>/mlflow.db"
     )

@@ -235,8 +235,10 @@ class DecisionService:
         context: Mapping[str, Any] | None = None,
         top_k: int = 3,
         candidate_agents: Sequence[str] | None = None,
+        at: datetime | None = None,
     ) -> dict:
-        """One decision: the ranked agents with their selection propensities, logged with a decision_id."""
+        """One decision: the ranked agents with their selection propensities, logged with a decision_id.
+        `at`: the decision time (default now; a simulation passes its clock)."""
         roster = self.roster  # one consistent snapshot
         context = {str(k): str(v) for k, v in (context or {}).items() if v is not None}
         candidates = tuple(dict.fromkeys(str(a) for a in candidate_agents)) if candidate_agents else None
@@ -282,7 +284,7 @@ class DecisionService:
         ]
         ranking = order[: max(1, min(int(top_k), len(order)))]
         decision_id = uuid.uuid4().hex
-        now = _now()
+        now = at or _now()
         rows = [
             self._row(
                 decision_id,

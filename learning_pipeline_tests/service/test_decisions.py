@@ -18,7 +18,7 @@ from learning_pipeline.lib.learning import registry
 from learning_pipeline.lib.learning.cycle import CycleConfig, held_out_events, run_cycle
 from learning_pipeline.lib.storage.warehouse import lake_connection
 from learning_pipeline.service.decisions import DecisionService, NoAgents
-from learning_pipeline_tests._models_fixtures import simulated_lake, sqlite_uri
+from learning_pipeline_tests._models_fixtures import operator_makes_live, simulated_lake, sqlite_uri
 
 TODAY = datetime.now(UTC).date()
 CONFIG = CycleConfig(window_days=5, eval_days=1, n_bootstrap=100)
@@ -34,6 +34,7 @@ def world(tmp_path_factory):
     uri = sqlite_uri(root)
     result = run_cycle(paths, (TODAY - timedelta(days=1)).isoformat(), CONFIG, uri)
     assert result.registered.accepted, result.evaluation.gate.reason
+    operator_makes_live(paths, uri, result.registered.version)
     return paths, cfg, truth, uri
 
 
@@ -146,3 +147,36 @@ def test_served_traffic_alone_makes_the_gate_use_dr_with_the_served_probabilitie
     assert metrics["propensity_coverage"] == 1.0
     assert metrics["decisions.matched"] == metrics["decisions.outcomes"] >= 650
     assert metrics["decisions.unmatched"] == 0
+
+
+def test_client_tracks_the_action_and_records_its_outcome_with_the_decision_id(world, tmp_path):
+    from learning_pipeline.client import LoopClient
+    from learning_pipeline.lib.storage.lake import LakePaths
+
+    paths, cfg, _, uri = world
+    service = DecisionService(paths, uri)
+    service.refresh()
+    landing = LakePaths.at(tmp_path).ensure()
+    with OutcomeRecorder(landing_dir=landing.landing, batch_size=10, linger_seconds=0.05) as recorder:
+        client = LoopClient(service=service, recorder=recorder)
+        with client.action(cfg.task_types[0], {"complexity": "high", "domain": "legal"}) as ok:
+            ok.quality, ok.cost_usd = 0.9, 0.002
+        with pytest.raises(KeyError):
+            with client.action(cfg.task_types[1], {"complexity": "low"}) as failed:
+                raise KeyError("tool missing")
+    rows = {r["decision_id"]: r for f in landing.landing.rglob("*.jsonl*") for r in _jsonl(f)}
+    assert set(rows) == {ok.decision_id, failed.decision_id}
+    good, bad = rows[ok.decision_id], rows[failed.decision_id]
+    assert good["status"] == "success" and good["agent_name"] == ok.agent and good["quality_score"] == 0.9
+    assert good["latency_ms"] >= 0 and good["metadata"]["model_version"] == 1
+    assert bad["status"] == "failure" and bad["error_type"] == "KeyError"
+    assert "tool missing" in bad["error_message"] and "Traceback" in bad["stack_trace"]
+
+
+def _jsonl(path):
+    import gzip
+    import json
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -241,22 +241,28 @@ def model_versions_match_registry(lake: LakeResource, mlflow: MlflowResource) ->
 class RollbackConfig(dg.Config):
     version: int
     reason: str
+    by: str
+    force: bool = False  # needed for a version the gate rejected or nobody approved
 
 
 @dg.op(
-    description="Point @champion back to an earlier version of agent-router and record why.",
+    description="Make an earlier agent-router version live again (@champion) and record who and why.",
     pool=REGISTRY_POOL,
 )
 def rollback_champion(
     context: dg.OpExecutionContext, config: RollbackConfig, lake: LakeResource, mlflow: MlflowResource
 ) -> dict:
-    info = cycle.rollback(
-        lake.paths, mlflow.uri, config.version, config.reason, dagster_run_id=context.run_id
+    from learning_pipeline.lib.autonomy import operations
+
+    info = operations.rollback(
+        lake.paths, mlflow.uri, config.version, config.by, config.reason, config.force, context.run_id
     )
     context.log.info(f"@champion -> v{config.version} (was v{info['previous_champion']}): {config.reason}")
     return info
 
 
-@dg.job(description="Roll @champion back to an earlier agent-router version (config: version, reason).")
+@dg.job(
+    description="Roll @champion back to an earlier agent-router version (config: version, reason, by, force)."
+)
 def rollback_job():
     rollback_champion()

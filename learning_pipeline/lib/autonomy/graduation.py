@@ -1,19 +1,23 @@
-"""Approval and graduation of `agent-router` versions.
+"""Approval and stages of `agent-router` versions: one state machine per version, one `stage` column.
+
+    candidate -> rejected                     the gate rejected it (or it was never approved)
+    candidate -> approved                     auto-approval with its thresholds, or a person
+    approved  -> shadow                       automatic, when the graduation criteria hold on live traffic
+    shadow    -> canary                       a person: serves `canary_share` of the requests
+    shadow | canary -> live                   a person only; the previous live version is retired
+    demotion: live -> retired (the previous live version returns to live), canary -> shadow,
+              shadow -> approved; automatic on degradation, or a person
+
+Aliases follow the stages and nothing else: @champion is exactly the live version (no live version: no
+@champion, the decision service answers from the lake's posteriors), @canary and @shadow the newest
+version in those stages. The decision service serves @champion and @canary and scores @shadow.
 
 Approval (table `model_approvals`): a version the eval gate accepted is approved automatically when
 auto-approval is on and its metrics meet the thresholds; otherwise it waits for a person
-(`pending_approval`) and @champion stays on (or returns to) the last approved version.
-
-Graduation (table `graduation_events`): an approved version starts in `learning`;
-    learning -> shadow   automatically, when the criteria hold on live traffic
-    shadow   -> live     only with an explicit human approval (never automatically)
-    shadow/live -> learning  automatically, when performance degrades (demotion)
+(`pending_approval`). Stage changes (table `graduation_events`) record who or what triggered them and why.
 Live traffic of a version = outcome_events from its training cut-off on (data it never saw). For each event
 the version's top agent is computed and compared with the agent that actually ran: agreement rate, success
-of agreeing vs disagreeing decisions per day. The success of agreeing decisions is the version's measured
-success rate (a replay estimate). Every transition row says who or what triggered it.
-
-MLflow: aliases `@shadow` and `@live` mark the versions in those stages; each shadow comparison is a run in the
+of agreeing vs disagreeing decisions per day. Each check of a shadow version is a run in the MLflow
 experiment `agent-router-shadow`.
 """
 
@@ -32,9 +36,17 @@ import pyarrow as pa
 
 from learning_pipeline.lib.storage.lake import LakePaths, new_batch_name, write_parquet_atomic
 
-LEARNING, SHADOW, LIVE = "learning", "shadow", "live"
-STAGES = (LEARNING, SHADOW, LIVE)
 APPROVED, PENDING = "approved", "pending_approval"
+CANDIDATE, REJECTED, SHADOW, CANARY, LIVE, RETIRED = (
+    "candidate",
+    "rejected",
+    "shadow",
+    "canary",
+    "live",
+    "retired",
+)
+STAGES = (CANDIDATE, REJECTED, APPROVED, SHADOW, CANARY, LIVE, RETIRED)
+DEMOTED_TO = {LIVE: RETIRED, CANARY: SHADOW, SHADOW: APPROVED}
 SHADOW_EXPERIMENT = "agent-router-shadow"
 
 APPROVALS_SCHEMA = pa.schema(
@@ -221,18 +233,92 @@ def record_transition(
     )
 
 
-def approve_live(paths: LakePaths, version: int, by: str, reason: str, at: datetime | None = None) -> dict:
-    """shadow -> live: the only way to live, an explicit human decision."""
-    if not by or not by.strip():
-        raise ValueError("approving a version for live needs a name (--by)")
-    if not reason or not reason.strip():
-        raise ValueError("approving a version for live needs a reason")
+def approve_live(
+    paths: LakePaths, version: int, by: str, reason: str, at: datetime | None = None
+) -> list[dict]:
+    """shadow | canary -> live: the only way to live, an explicit human decision. Retires the live one."""
+    _require_person(by, reason, "approving a version for live")
+    stages = current_stages(paths)
+    stage = stages.get(int(version))
+    if stage not in (SHADOW, CANARY):
+        raise ValueError(
+            f"version {version} is in stage {stage or 'candidate'}; only a version in shadow or canary can go live"
+        )
+    rows = [
+        record_transition(paths, v, LIVE, RETIRED, by, "human", f"replaced by v{version}", at=at)
+        for v, s in stages.items()
+        if s == LIVE
+    ]
+    rows.append(record_transition(paths, version, stage, LIVE, by, "human", reason, at=at))
+    return rows
+
+
+def start_canary(paths: LakePaths, version: int, by: str, reason: str, at: datetime | None = None) -> dict:
+    """shadow -> canary (a person): the version serves a share of the requests beside live."""
+    _require_person(by, reason, "starting a canary")
     stage = current_stages(paths).get(int(version))
     if stage != SHADOW:
         raise ValueError(
-            f"version {version} is in stage {stage or 'none'}; only a version in shadow can go live"
+            f"version {version} is in stage {stage or 'candidate'}; only a version in shadow can canary"
         )
-    return record_transition(paths, version, SHADOW, LIVE, by, "human", reason, at=at)
+    return record_transition(paths, version, SHADOW, CANARY, by, "human", reason, at=at)
+
+
+def demote(
+    paths: LakePaths,
+    version: int,
+    by: str,
+    trigger_kind: str,
+    reason: str,
+    metrics: dict | None = None,
+    at: datetime | None = None,
+) -> list[dict]:
+    """One step back (see DEMOTED_TO). A demoted live version hands live back to the version it replaced."""
+    stages = current_stages(paths)
+    stage = stages.get(int(version))
+    if stage not in DEMOTED_TO:
+        raise ValueError(
+            f"version {version} is in stage {stage or 'candidate'}; only live, canary or shadow demote"
+        )
+    rows = [
+        record_transition(paths, version, stage, DEMOTED_TO[stage], by, trigger_kind, reason, metrics, at=at)
+    ]
+    if stage == LIVE:
+        previous = previous_live(paths, version)
+        if previous is not None:
+            rows.append(
+                record_transition(
+                    paths,
+                    previous,
+                    stages[previous],
+                    LIVE,
+                    by,
+                    trigger_kind,
+                    f"v{version} demoted: {reason}",
+                    at=at,
+                )
+            )
+    return rows
+
+
+def previous_live(paths: LakePaths, version: int) -> int | None:
+    """The version that was live right before `version` went live (retired since), if any."""
+    events = read_graduation_events(paths)
+    went_live = events[(events["version"] == int(version)) & (events["to_stage"] == LIVE)]
+    if went_live.empty:
+        return None
+    before = events[
+        (events["recorded_at"] <= went_live["recorded_at"].iloc[-1]) & (events["from_stage"] == LIVE)
+    ]
+    before = before[(before["to_stage"] == RETIRED) & (before["version"] != int(version))]
+    return int(before["version"].iloc[-1]) if len(before) else None
+
+
+def _require_person(by: str, reason: str, what: str) -> None:
+    if not by or not by.strip():
+        raise ValueError(f"{what} needs a name (--by)")
+    if not reason or not reason.strip():
+        raise ValueError(f"{what} needs a reason")
 
 
 def live_traffic(con: duckdb.DuckDBPyConnection, policy, start: date, end: date) -> pd.DataFrame:
@@ -330,32 +416,22 @@ def demotion_check(summary: dict, criteria: GraduationCriteria) -> tuple[bool, s
 
 
 def set_stage_aliases(tracking_uri: str, stages: dict[int, str], name: str | None = None) -> None:
-    """@shadow / @live point at the newest version in that stage; removed when none is."""
+    """@champion = the live version, @canary / @shadow = the newest version in that stage; removed when none."""
     from learning_pipeline.lib.learning import registry
 
     name = name or registry.REGISTERED_MODEL
     with registry.tracking(tracking_uri) as client:
-        aliases = client.get_registered_model(name).aliases
-        for stage in (SHADOW, LIVE):
+        try:
+            aliases = client.get_registered_model(name).aliases
+        except Exception:  # no version registered yet
+            return
+        for stage, alias in ((LIVE, registry.CHAMPION), (CANARY, CANARY), (SHADOW, SHADOW), (LIVE, LIVE)):
             versions = [v for v, s in stages.items() if s == stage]
             if versions:
-                if aliases.get(stage) != str(max(versions)):
-                    client.set_registered_model_alias(name, stage, str(max(versions)))
-            elif stage in aliases:
-                client.delete_registered_model_alias(name, stage)
-
-
-def set_champion(tracking_uri: str, version: int | None, name: str | None = None) -> None:
-    """Point @champion at `version` (None: remove it, no approved version yet)."""
-    from learning_pipeline.lib.learning import registry
-
-    name = name or registry.REGISTERED_MODEL
-    with registry.tracking(tracking_uri) as client:
-        if version is None:
-            if registry.CHAMPION in client.get_registered_model(name).aliases:
-                client.delete_registered_model_alias(name, registry.CHAMPION)
-        else:
-            client.set_registered_model_alias(name, registry.CHAMPION, str(version))
+                if aliases.get(alias) != str(max(versions)):
+                    client.set_registered_model_alias(name, alias, str(max(versions)))
+            elif alias in aliases:
+                client.delete_registered_model_alias(name, alias)
 
 
 def log_shadow_comparison(

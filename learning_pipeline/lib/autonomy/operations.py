@@ -10,7 +10,15 @@ import pandas as pd
 
 from learning_pipeline.lib.autonomy import graduation
 from learning_pipeline.lib.autonomy.alerts import Alert, AlertStore, raise_and_notify
-from learning_pipeline.lib.autonomy.graduation import APPROVED, LEARNING, LIVE, PENDING, SHADOW
+from learning_pipeline.lib.autonomy.graduation import (
+    APPROVED,
+    CANDIDATE,
+    DEMOTED_TO,
+    LIVE,
+    PENDING,
+    REJECTED,
+    SHADOW,
+)
 from learning_pipeline.lib.learning import cycle, registry
 from learning_pipeline.lib.storage.lake import LakePaths
 from learning_pipeline.lib.storage.warehouse import lake_connection
@@ -24,21 +32,16 @@ def versions_frame(tracking_uri: str) -> pd.DataFrame:
     return registry.model_versions_frame(tracking_uri)
 
 
-def _champion(tracking_uri: str) -> int | None:
-    with registry.tracking(tracking_uri) as client:
-        return registry.current_champion(client)
-
-
 def decide_approvals(
     paths: LakePaths,
     tracking_uri: str,
     thresholds: graduation.ApprovalThresholds,
     now: datetime | None = None,
 ) -> list[dict]:
-    """Decide every gate-accepted version that has no approval decision yet; keep @champion on an approved one.
+    """Decide every gate-accepted version that has no approval decision yet.
 
-    Auto-approval on and thresholds met -> approved by `auto-approval` (enters graduation as `learning`);
-    otherwise -> pending_approval, and @champion goes back to the newest approved version (none: removed).
+    Auto-approval on and thresholds met -> approved by `auto-approval` (stage `approved`); otherwise ->
+    pending_approval (stage `candidate`). Nothing here changes what serves: only live does.
     """
     now = _now(now)
     versions = versions_frame(tracking_uri)
@@ -63,11 +66,11 @@ def decide_approvals(
             graduation.record_transition(
                 paths,
                 version,
-                None,
-                LEARNING,
+                CANDIDATE,
+                APPROVED,
                 "auto-approval",
                 "automatic",
-                "approved: starts learning",
+                "approved: waits for the graduation criteria",
                 values,
                 at=now,
             )
@@ -85,23 +88,20 @@ def decide_approvals(
             )
         status[version] = rec["decision"]
         decided.append(rec)
-    _enforce_champion(paths, tracking_uri, status)
+    sync_aliases(paths, tracking_uri)
     return decided
 
 
-def _enforce_champion(paths: LakePaths, tracking_uri: str, status: dict[int, str]) -> None:
-    champion = _champion(tracking_uri)
-    if champion is None or status.get(champion, APPROVED) == APPROVED:
-        return
-    approved = [v for v, d in status.items() if d == APPROVED and v < champion]
-    graduation.set_champion(tracking_uri, max(approved) if approved else None)
+def sync_aliases(paths: LakePaths, tracking_uri: str) -> None:
+    """Registry aliases from the stages (@champion = live), then the model_versions table."""
+    graduation.set_stage_aliases(tracking_uri, graduation.current_stages(paths))
     cycle.write_model_versions(paths, tracking_uri)
 
 
 def approve_candidate(
     paths: LakePaths, tracking_uri: str, version: int, by: str, reason: str, now: datetime | None = None
 ) -> dict:
-    """A person approves a pending version: it becomes @champion and starts learning."""
+    """A person approves a pending version: stage `approved` (it serves only once a person makes it live)."""
     if not by or not by.strip() or not reason or not reason.strip():
         raise ValueError("an approval needs --by and --reason")
     status = graduation.approval_status(paths)
@@ -111,33 +111,119 @@ def approve_candidate(
         )
     now = _now(now)
     rec = graduation.record_approval(paths, version, APPROVED, by, "human", reason, at=now)
-    graduation.record_transition(paths, version, None, LEARNING, by, "human", f"approved: {reason}", at=now)
-    graduation.set_champion(tracking_uri, int(version))
-    cycle.write_model_versions(paths, tracking_uri)
+    graduation.record_transition(
+        paths, version, CANDIDATE, APPROVED, by, "human", f"approved: {reason}", at=now
+    )
+    sync_aliases(paths, tracking_uri)
     return rec
 
 
 def approve_live(
     paths: LakePaths, tracking_uri: str, version: int, by: str, reason: str, now: datetime | None = None
 ) -> dict:
-    rec = graduation.approve_live(paths, version, by, reason, at=_now(now))
-    graduation.set_stage_aliases(tracking_uri, graduation.current_stages(paths))
-    cycle.write_model_versions(paths, tracking_uri)
+    """shadow | canary -> live (a person): @champion moves to it, the previous live version retires."""
+    rows = graduation.approve_live(paths, version, by, reason, at=_now(now))
+    sync_aliases(paths, tracking_uri)
+    return rows[-1]
+
+
+def start_canary(
+    paths: LakePaths, tracking_uri: str, version: int, by: str, reason: str, now: datetime | None = None
+) -> dict:
+    rec = graduation.start_canary(paths, version, by, reason, at=_now(now))
+    sync_aliases(paths, tracking_uri)
     return rec
 
 
 def demote(
     paths: LakePaths, tracking_uri: str, version: int, by: str, reason: str, now: datetime | None = None
 ) -> dict:
-    stage = graduation.current_stages(paths).get(int(version))
-    if stage not in (SHADOW, LIVE):
+    """A person moves a version one stage back; a demoted live version hands live back to its predecessor."""
+    if not by or not by.strip() or not reason or not reason.strip():
+        raise ValueError("a demotion needs --by and --reason")
+    rows = graduation.demote(paths, version, by, "human", reason, at=_now(now))
+    sync_aliases(paths, tracking_uri)
+    return rows[0]
+
+
+def go_live(
+    paths: LakePaths,
+    tracking_uri: str,
+    version: int,
+    by: str,
+    reason: str,
+    force: bool = False,
+    now: datetime | None = None,
+) -> dict:
+    """Make `version` live whatever its stage (rollback): refused for a version that was rejected or never
+    approved unless `force`; always records who and why, and retires the current live version."""
+    if not by or not by.strip() or not reason or not reason.strip():
+        raise ValueError("making a version live needs --by and --reason")
+    versions = versions_frame(tracking_uri)
+    row = versions[versions["version_number"] == int(version)]
+    if row.empty:
+        raise ValueError(f"{registry.REGISTERED_MODEL} has no version {version}")
+    stages = graduation.current_stages(paths)
+    stage = stages.get(int(version))
+    approved = graduation.approval_status(paths).get(int(version)) == APPROVED or stage is not None
+    if stage == LIVE:
+        raise ValueError(f"version {version} is already live")
+    if (row["gate"].iloc[0] != "accepted" or not approved) and not force:
         raise ValueError(
-            f"version {version} is in stage {stage or 'none'}; only shadow or live can be demoted"
+            f"version {version} was {'rejected by the gate' if row['gate'].iloc[0] != 'accepted' else 'never approved'}"
+            "; pass --force with a reason to make it live anyway"
         )
-    rec = graduation.record_transition(paths, version, stage, LEARNING, by, "human", reason, at=_now(now))
-    graduation.set_stage_aliases(tracking_uri, graduation.current_stages(paths))
-    cycle.write_model_versions(paths, tracking_uri)
+    now = _now(now)
+    for v, s in stages.items():
+        if s == LIVE:
+            graduation.record_transition(
+                paths, v, LIVE, graduation.RETIRED, by, "human", f"replaced by v{version}", at=now
+            )
+    kind = "human (forced)" if force else "human"
+    rec = graduation.record_transition(paths, version, stage or CANDIDATE, LIVE, by, kind, reason, at=now)
+    sync_aliases(paths, tracking_uri)
     return rec
+
+
+def rollback(
+    paths: LakePaths,
+    tracking_uri: str,
+    version: int,
+    by: str,
+    reason: str,
+    force: bool = False,
+    dagster_run_id: str | None = None,
+) -> dict:
+    """Make an earlier version live again (see `go_live`), tag both versions and record a `rollback` event."""
+    with registry.tracking(tracking_uri) as client:
+        previous = registry.current_champion(client)
+    rec = go_live(paths, tracking_uri, version, by, reason, force=force)
+    with registry.tracking(tracking_uri) as client:
+        name = registry.REGISTERED_MODEL
+        client.set_model_version_tag(name, str(version), "rollback_reason", reason)
+        client.set_model_version_tag(name, str(version), "rolled_back_by", by)
+        if previous is not None:
+            client.set_model_version_tag(name, str(previous), "rolled_back_from", "true")
+            client.set_model_version_tag(name, str(previous), "rollback_reason", reason)
+    cycle.record_learning_event(
+        paths,
+        "rollback",
+        model_version_id=f"{registry.REGISTERED_MODEL}/{version}",
+        metrics_before={"champion": previous},
+        metrics_after={"champion": int(version), "by": by, "forced": force},
+        reason=reason,
+        dagster_run_id=dagster_run_id,
+        parent_version=previous,
+    )
+    cycle.write_model_versions(paths, tracking_uri)
+    return {
+        "version": int(version),
+        "previous_champion": previous,
+        "by": by,
+        "forced": force,
+        "reason": reason,
+        "stage": rec["to_stage"],
+    }
 
 
 def _cycles_since(paths: LakePaths, created_at) -> int:
@@ -160,7 +246,10 @@ def status_frame(paths: LakePaths, tracking_uri: str) -> pd.DataFrame:
     stages = graduation.current_stages(paths)
     out = versions[["version_number", "status", "gate", "improvement", "aliases"]].copy()
     out["approval"] = out["version_number"].map(lambda v: approvals.get(int(v), ""))
-    out["stage"] = out["version_number"].map(lambda v: stages.get(int(v), ""))
+    gate = dict(zip(out["version_number"].astype(int), out["gate"], strict=True))
+    out["stage"] = out["version_number"].map(
+        lambda v: stages.get(int(v)) or (REJECTED if gate[int(v)] != "accepted" else CANDIDATE)
+    )
     return out
 
 
@@ -175,17 +264,18 @@ def run_graduation(
     artifact_location: str | None = None,
     log_shadow: bool = True,
 ) -> list[dict]:
-    """One graduation check: the champion in `learning` may move to shadow; shadow/live versions are compared
-    with live traffic (shadow: logged to MLflow) and demoted on degradation. Returns one row per version checked."""
+    """One graduation check: the newest approved version may move to shadow; shadow, canary and live versions
+    are compared with live traffic (shadow: logged to MLflow) and demoted one stage on degradation. Returns one
+    row per version checked."""
     now = _now(now)
     versions = versions_frame(tracking_uri)
     if versions.empty:
         return []
     stages = graduation.current_stages(paths)
-    champion = _champion(tracking_uri)
-    check = {v for v, s in stages.items() if s in (SHADOW, LIVE)}
-    if champion is not None and stages.get(champion) == LEARNING:
-        check.add(champion)
+    check = {v for v, s in stages.items() if s in DEMOTED_TO}
+    approved = [v for v, s in stages.items() if s == APPROVED]
+    if approved:
+        check.add(max(approved))
     results = []
     for version in sorted(check):
         row = versions[versions["version_number"] == version].iloc[0]
@@ -197,7 +287,7 @@ def run_graduation(
         summary = graduation.summarize(daily, criteria)
         stage = stages[version]
         result = {"version": version, "stage_before": stage, "stage": stage, **summary}
-        if stage == LEARNING:
+        if stage == APPROVED:
             cycles = _cycles_since(paths, row["created_at"])
             ready, unmet = graduation.graduation_check(summary, cycles, criteria)
             result.update(cycles=cycles, unmet="; ".join(unmet))
@@ -205,7 +295,7 @@ def run_graduation(
                 graduation.record_transition(
                     paths,
                     version,
-                    LEARNING,
+                    APPROVED,
                     SHADOW,
                     triggered_by,
                     "automatic",
@@ -241,10 +331,8 @@ def run_graduation(
                 )
             degraded, why = graduation.demotion_check(summary, criteria)
             if degraded:
-                graduation.record_transition(
-                    paths, version, stage, LEARNING, triggered_by, "automatic", why, summary, at=now
-                )
-                result["stage"] = LEARNING
+                graduation.demote(paths, version, triggered_by, "automatic", why, summary, at=now)
+                result["stage"] = DEMOTED_TO[stage]
                 result["unmet"] = why
                 if store is not None:
                     raise_and_notify(
@@ -252,7 +340,7 @@ def run_graduation(
                         Alert(
                             "PERFORMANCE_DEGRADATION",
                             "CRITICAL" if stage == LIVE else "WARNING",
-                            f"agent-router v{version} demoted from {stage} to learning",
+                            f"agent-router v{version} demoted from {stage} to {DEMOTED_TO[stage]}",
                             why,
                             dedup_key=f"DEMOTION:{version}:{stage}",
                             model_version=version,
@@ -265,6 +353,5 @@ def run_graduation(
                         now=now,
                     )
         results.append(result)
-    graduation.set_stage_aliases(tracking_uri, graduation.current_stages(paths))
-    cycle.write_model_versions(paths, tracking_uri)
+    sync_aliases(paths, tracking_uri)
     return results

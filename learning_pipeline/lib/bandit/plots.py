@@ -73,7 +73,7 @@ def plot_posteriors(posteriors: pd.DataFrame, path: Path, max_tasks: int = 12, m
             ax.errorbar(
                 r.mean,
                 i,
-                xerr=[[r.mean - r.ci_low], [r.ci_high - r.mean]],
+                xerr=[[max(r.mean - r.ci_low, 0.0)], [max(r.ci_high - r.mean, 0.0)]],
                 fmt="o",
                 markersize=4,
                 capsize=2,

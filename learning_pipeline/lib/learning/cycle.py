@@ -626,24 +626,3 @@ def record_learning_event(
     return write_parquet_atomic(
         paths.table("learning_events") / new_batch_name("learning-event", "parquet"), table
     )
-
-
-def rollback(
-    paths: LakePaths, tracking_uri: str, version: int, reason: str, dagster_run_id: str | None = None
-) -> dict[str, Any]:
-    """Point @champion back to `version`, record a `rollback` learning event, refresh model_versions."""
-    t = time.perf_counter()
-    info = registry.rollback(tracking_uri, version, reason)
-    record_learning_event(
-        paths,
-        "rollback",
-        model_version_id=f"{registry.REGISTERED_MODEL}/{version}",
-        metrics_before={"champion": info["previous_champion"]},
-        metrics_after={"champion": version},
-        duration_ms=(time.perf_counter() - t) * 1000,
-        reason=reason,
-        dagster_run_id=dagster_run_id,
-        parent_version=info["previous_champion"],
-    )
-    write_model_versions(paths, tracking_uri)
-    return info

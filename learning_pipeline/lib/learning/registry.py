@@ -6,9 +6,10 @@
   parent version).
 - Registered model `agent-router`: an MLflow pyfunc wrapping the evaluated `RoutingPolicy` (its files
   are the model's artifact). Input rows: task_type + context fields (+ optional top_k); output per row:
-  the top agent, its score and the top-k agents with scores. Every evaluated version gets
-  `@challenger`; an accepted one becomes `@champion`. Version tags: parent_version (the champion it was
-  compared with), gate (accepted/rejected), gate_reason, improvement, estimator.
+  the top-k agents by selection probability with their propensities and scores. Every evaluated version
+  gets `@challenger`; `@champion`, `@canary` and `@shadow` follow the version stages (lib/autonomy/graduation.py):
+  acceptance alone never changes what serves. Version tags: parent_version (the champion it was compared
+  with), gate (accepted/rejected), gate_reason, improvement, estimator.
 - `model_versions_frame` derives the warehouse's `model_versions` table from the registry, so both
   always agree: @champion = active, accepted and later replaced = deprecated, rejected = archived,
   a version registered but not yet gated = training.
@@ -122,7 +123,10 @@ def router_signature(context_keys: tuple[str, ...]) -> ModelSignature:
     inputs = Schema(
         [ColSpec("string", "task_type")]
         + [ColSpec("string", key, required=False) for key in context_keys]
-        + [ColSpec("long", "top_k", required=False), ColSpec(Array("string"), "candidate_agents", required=False)]
+        + [
+            ColSpec("long", "top_k", required=False),
+            ColSpec(Array("string"), "candidate_agents", required=False),
+        ]
     )
     outputs = Schema(
         [
@@ -260,9 +264,9 @@ def log_cycle(
         version_tags.update({f"tag.{k}": str(v) for k, v in tags.items()})
         for key, value in version_tags.items():
             client.set_model_version_tag(name, str(version), key, value)
+        # every evaluated version is the challenger; what serves (@champion = live) moves only through the
+        # stages of lib/autonomy/graduation.py, never on acceptance alone
         client.set_registered_model_alias(name, CHALLENGER, str(version))
-        if gate.accepted:
-            client.set_registered_model_alias(name, CHAMPION, str(version))
         timings["registry"] = (time.perf_counter() - t3) * 1000
         champion = current_champion(client, name)
     return RegisteredVersion(
@@ -287,28 +291,6 @@ def _pip_requirements() -> list[str]:
         except Exception:  # pragma: no cover - optional package missing
             pass
     return reqs
-
-
-def rollback(tracking_uri: str, version: int, reason: str, name: str = REGISTERED_MODEL) -> dict[str, Any]:
-    """Point @champion back to `version` (an earlier registered version) and record why on both versions."""
-    if not reason or not reason.strip():
-        raise ValueError("a rollback needs a reason")
-    with tracking(tracking_uri) as client:
-        try:
-            target = client.get_model_version(name, str(version))
-        except mlflow.exceptions.MlflowException as exc:
-            raise ValueError(f"{name} has no version {version}") from exc
-        previous = current_champion(client, name)
-        if previous == int(version):
-            raise ValueError(f"version {version} is already the champion")
-        stamp = str(int(time.time() * 1000))
-        client.set_registered_model_alias(name, CHAMPION, str(target.version))
-        client.set_model_version_tag(name, str(target.version), "rolled_back_to_at_ms", stamp)
-        client.set_model_version_tag(name, str(target.version), "rollback_reason", reason)
-        if previous is not None:
-            client.set_model_version_tag(name, str(previous), "rolled_back_from", "true")
-            client.set_model_version_tag(name, str(previous), "rollback_reason", reason)
-    return {"version": int(version), "previous_champion": previous, "reason": reason, "at_ms": int(stamp)}
 
 
 def model_versions_frame(tracking_uri: str, name: str = REGISTERED_MODEL) -> pd.DataFrame:

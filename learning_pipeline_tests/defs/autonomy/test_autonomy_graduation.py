@@ -1,5 +1,6 @@
-"""Approval and graduation on a simulated timeline: pending approval, learning -> shadow (automatic),
-shadow -> live (human only: CLI and job), demotion after the best agent changes, shadow runs in MLflow."""
+"""Approval and stages on a simulated timeline: candidate (pending approval) -> approved (a person) -> shadow
+(automatic) -> live (human only: CLI and job; only then @champion), demotion after the best agent changes,
+shadow runs in MLflow."""
 
 import dagster as dg
 import mlflow
@@ -91,7 +92,8 @@ def test_graduation_timeline(world, capsys):
         )
         == 0
     )
-    assert champion(ml.uri) == 1 and graduation.current_stages(paths) == {1: graduation.LEARNING}
+    # approved is not live: nothing serves it yet (@champion is exactly the live version)
+    assert champion(ml.uri) is None and graduation.current_stages(paths) == {1: graduation.APPROVED}
 
     # live traffic 2025-03-04..07 meets the criteria: learning -> shadow, a GRADUATION_READY alert
     result = check(world, "2025-03-07T12:00:00+00:00")
@@ -134,24 +136,26 @@ def test_graduation_timeline(world, capsys):
     assert result.success and graduation.current_stages(paths) == {1: graduation.LIVE}
     with registry.tracking(ml.uri) as client:
         assert str(client.get_registered_model(registry.REGISTERED_MODEL).aliases["live"]) == "1"
+    assert champion(ml.uri) == 1
 
     # the best agents change on 2025-03-08: the live version's success falls (0.78 -> 0.64 on the last day)
     # below the demotion floor (0.7 * (1 - 0.05)); it is demoted, with a CRITICAL alert
     check(world, "2025-03-10T23:00:00+00:00", graduation_min_success_rate=0.7, graduation_demotion_drop=0.05)
-    assert graduation.current_stages(paths) == {1: graduation.LEARNING}
+    assert graduation.current_stages(paths) == {1: graduation.RETIRED}
     events = graduation.read_graduation_events(paths)
     assert events[["from_stage", "to_stage"]].fillna("").values.tolist() == [
-        ["", "learning"],
-        ["learning", "shadow"],
+        ["candidate", "approved"],
+        ["approved", "shadow"],
         ["shadow", "live"],
-        ["live", "learning"],
+        ["live", "retired"],
     ]
     assert events["triggered_by"].tolist()[0] == "alice" and events["triggered_by"].tolist()[2] == "bob"
     assert events["triggered_by"].iloc[3].startswith("graduation_status (run ")
     demoted = AlertStore(paths).list(alert_type="PERFORMANCE_DEGRADATION")
     assert "CRITICAL" in demoted["severity"].tolist()
     with registry.tracking(ml.uri) as client:
-        assert "live" not in client.get_registered_model(registry.REGISTERED_MODEL).aliases
+        aliases = client.get_registered_model(registry.REGISTERED_MODEL).aliases
+        assert "live" not in aliases and "champion" not in aliases  # no earlier live version to return to
     assert main(["graduation", "status", "--data-dir", str(paths.root), "--tracking-uri", ml.uri]) == 0
     assert "live" in capsys.readouterr().out
 

@@ -23,7 +23,7 @@ from learning_pipeline.defs.models.resources import MlflowResource
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.learning import registry
 from learning_pipeline.lib.storage.warehouse import lake_connection
-from learning_pipeline_tests._models_fixtures import simulated_lake
+from learning_pipeline_tests._models_fixtures import operator_makes_live, simulated_lake
 from learning_pipeline_tests._servers import free_port, wait_for_http
 
 PYTHON = sys.executable
@@ -52,6 +52,9 @@ def materialized(tmp_path_factory):
         results[partition] = dg.materialize(
             ASSETS, partition_key=partition, resources=resources, run_config=RUN_CONFIG
         )
+        newest = registry.model_versions_frame(resources["mlflow"].uri).iloc[-1]
+        if newest["gate"] == "accepted":  # an operator who makes every accepted version live
+            operator_makes_live(paths, resources["mlflow"].uri, int(newest["version_number"]))
     return paths, resources, results, truth
 
 
@@ -216,38 +219,50 @@ def test_mlflow_models_serve_serves_the_champion(materialized):
             proc.kill()
 
 
-def test_rollback_job_moves_champion_and_records_why(materialized):
+def test_rollback_job_refuses_an_unapproved_version_unless_forced_and_records_who(materialized):
+    from learning_pipeline.lib.autonomy import operations
+
     paths, resources, _, _ = materialized
     uri = resources["mlflow"].uri
     with registry.tracking(uri) as client:
         before = registry.current_champion(client)
-    target = 2 if before != 2 else 1
-    result = rollback_job.execute_in_process(
-        run_config={
-            "ops": {"rollback_champion": {"config": {"version": target, "reason": "bad live metrics"}}}
-        },
-        resources=resources,
-    )
-    assert result.success
+    assert before == 1  # the only version the operator made live
+    target = 2  # never approved (rejected by the gate or still a candidate)
+
+    def run(force: bool):
+        config = {"version": target, "reason": "bad live metrics", "by": "alice", "force": force}
+        return rollback_job.execute_in_process(
+            run_config={"ops": {"rollback_champion": {"config": config}}},
+            resources=resources,
+            raise_on_error=False,
+        )
+
+    refused = run(force=False)
+    assert not refused.success
+    with registry.tracking(uri) as client:
+        assert registry.current_champion(client) == before  # nothing served changed
+    assert run(force=True).success
     versions = registry.model_versions_frame(uri)
     assert versions.loc[versions["status"] == "active", "version_number"].tolist() == [target]
     assert versions.loc[versions["version_number"] == target, "rollback_reason"].iloc[0] == "bad live metrics"
     with lake_connection(paths) as con:
         row = con.execute(
-            "SELECT model_version_id, reason, parent_version FROM learning_events WHERE event_type = 'rollback'"
+            "SELECT model_version_id, reason, parent_version, metrics_after FROM learning_events "
+            "WHERE event_type = 'rollback'"
         ).fetchone()
         lake_active = con.execute(
             "SELECT version_number FROM model_versions WHERE status = 'active'"
         ).fetchall()
-    assert row == (f"agent-router/{target}", "bad live metrics", before)
+    assert row[:3] == (f"agent-router/{target}", "bad live metrics", before)
+    assert json.loads(row[3]) == {"champion": target, "by": "alice", "forced": True}
     assert lake_active == [(target,)]
     # errors are clear, not crashes
-    with pytest.raises(ValueError, match="already the champion"):
-        registry.rollback(uri, target, "again")
+    with pytest.raises(ValueError, match="already live"):
+        operations.rollback(paths, uri, target, "alice", "again")
     with pytest.raises(ValueError, match="no version 99"):
-        registry.rollback(uri, 99, "nope")
-    with pytest.raises(ValueError, match="needs a reason"):
-        registry.rollback(uri, 1, " ")
+        operations.rollback(paths, uri, 99, "alice", "nope")
+    with pytest.raises(ValueError, match="needs --by and --reason"):
+        operations.rollback(paths, uri, 1, "alice", " ")
 
 
 def test_cli_rollback(materialized, capsys):
@@ -257,24 +272,26 @@ def test_cli_rollback(materialized, capsys):
     uri = resources["mlflow"].uri
     with registry.tracking(uri) as client:
         before = registry.current_champion(client)
-    target = 3 if before != 3 else 1
-    code = cli.main(
-        [
-            "rollback",
-            "--data-dir",
-            str(paths.root),
-            "--version",
-            str(target),
-            "--reason",
-            "operator request",
-            "--json",
-        ]
-    )
-    assert code == 0
+    # v1 was approved and live before: no --force needed; v2 was never approved: --force
+    target = 1 if before != 1 else 2
+    force = [] if target == 1 else ["--force"]
+    args = [
+        "rollback",
+        "--data-dir",
+        str(paths.root),
+        "--version",
+        str(target),
+        "--reason",
+        "operator request",
+    ]
+    assert cli.main([*args, *force, "--by", "bob", "--json"]) == 0
     info = json.loads(capsys.readouterr().out.strip())
-    assert info["version"] == target and info["previous_champion"] == before
+    assert info["version"] == target and info["previous_champion"] == before and info["by"] == "bob"
     with registry.tracking(uri) as client:
         assert registry.current_champion(client) == target
+    # a never-approved version is refused with a clear message and exit code 2
+    assert cli.main(["rollback", "--data-dir", str(paths.root), "--version", "3", "--reason", "x"]) == 2
+    assert "--force" in capsys.readouterr().err
     # a bad version is a clear error with exit code 2
     assert cli.main(["rollback", "--data-dir", str(paths.root), "--version", "42", "--reason", "x"]) == 2
     assert "no version 42" in capsys.readouterr().err

@@ -10,7 +10,12 @@ from learning_pipeline.lib.bandit.policy import RoutingPolicy, eval_gate, evalua
 from learning_pipeline.lib.learning import registry
 from learning_pipeline.lib.learning.cycle import CycleConfig, Window, held_out_events, register, run_cycle
 from learning_pipeline.lib.storage.warehouse import lake_connection
-from learning_pipeline_tests._models_fixtures import artifact_uri, simulated_lake, sqlite_uri
+from learning_pipeline_tests._models_fixtures import (
+    artifact_uri,
+    operator_makes_live,
+    simulated_lake,
+    sqlite_uri,
+)
 
 SWITCH_DAY = 12  # day index from which the best agent of every other task type changes
 FOLLOW_DAYS = 4  # a new version must be accepted within this many days of the switch
@@ -35,6 +40,8 @@ def world(tmp_path_factory):
         cycles[day] = run_cycle(
             paths, cfg.day_date(day).isoformat(), CONFIG, uri
         )  # default artifact location
+        if cycles[day].registered.accepted:  # an operator who makes every accepted version live
+            operator_makes_live(paths, uri, cycles[day].registered.version)
     return paths, cfg, truth, uri, cycles
 
 

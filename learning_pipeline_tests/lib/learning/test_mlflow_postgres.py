@@ -13,7 +13,7 @@ import pytest
 from learning_pipeline.lib.learning import registry
 from learning_pipeline.lib.learning.cycle import CycleConfig, run_cycle
 from learning_pipeline.lib.storage.warehouse import lake_connection
-from learning_pipeline_tests._models_fixtures import simulated_lake
+from learning_pipeline_tests._models_fixtures import operator_makes_live, simulated_lake
 from learning_pipeline_tests._servers import free_port, wait_for_http
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -86,7 +86,10 @@ def test_learning_cycle_against_a_postgres_backed_tracking_server(tracking_serve
     )
     config = CycleConfig(window_days=6, contextual_model=False, n_bootstrap=200)
     first = run_cycle(paths, "2025-03-08", config, uri, tags={"dagster_run_id": "manual"})
+    operator_makes_live(paths, uri, first.registered.version)
     second = run_cycle(paths, "2025-03-09", config, uri)
+    if second.registered.accepted:
+        operator_makes_live(paths, uri, second.registered.version)
     assert first.registered.accepted and first.registered.version == 1
     assert second.registered.version == 2 and second.registered.parent_version == 1
 
