@@ -101,6 +101,7 @@ def cmd_graduation(args: argparse.Namespace) -> int:
     action = {
         "approve": autonomy_ops.approve_live,
         "approve-candidate": autonomy_ops.approve_candidate,
+        "canary": autonomy_ops.start_canary,
         "demote": autonomy_ops.demote,
     }[args.action]
     rec = action(paths, uri, args.version, args.by, args.reason)
@@ -115,11 +116,14 @@ def cmd_graduation(args: argparse.Namespace) -> int:
 def add_graduation(subparsers) -> None:
     p = subparsers.add_parser(
         "graduation",
-        help="version stages (learning -> shadow -> live); approve a shadow version for live, approve a pending "
-        "candidate, or demote",
+        help="version stages (candidate -> approved -> shadow -> canary -> live -> retired): approve a pending "
+        "candidate, start a canary from shadow, approve a shadow or canary version for live, or demote one stage",
     )
     p.add_argument(
-        "action", nargs="?", choices=["status", "approve", "approve-candidate", "demote"], default="status"
+        "action",
+        nargs="?",
+        choices=["status", "approve", "approve-candidate", "canary", "demote"],
+        default="status",
     )
     p.add_argument("version", nargs="?", type=int)
     p.add_argument("--by", help="who decides")

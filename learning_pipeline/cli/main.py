@@ -225,6 +225,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds,
         dagster_home=args.dagster_home or None,
         max_body_bytes=args.max_body_bytes,
+        canary_share=args.canary_share,
     )
     return 0
 
@@ -237,7 +238,15 @@ def add_serve(subparsers) -> None:
     p.add_argument(
         "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///<data-dir>/mlflow.db"
     )
-    p.add_argument("--poll-seconds", type=float, default=2.0, help="how often to check the @champion alias")
+    p.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=2.0,
+        help="how often to check the @champion/@canary/@shadow aliases",
+    )
+    p.add_argument(
+        "--canary-share", type=float, default=0.1, help="share of requests a version in canary serves (0.1)"
+    )
     p.add_argument(
         "--dagster-home", default=None, help="Dagster instance for sensor/schedule states ($DAGSTER_HOME)"
     )

@@ -26,11 +26,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from learning_pipeline.lib.autonomy.alerts import AlertStore
+from learning_pipeline.lib.events.decisions import DecisionLogger
 from learning_pipeline.lib.learning.registry import default_tracking_uri
 from learning_pipeline.lib.redact import install_log_redaction, redact_text, redact_uri, redact_values
-from learning_pipeline.lib.storage.lake import LakePaths
+from learning_pipeline.lib.storage.lake import LakePaths, land_records
 from learning_pipeline.service import learning as api
 from learning_pipeline.service import security
+from learning_pipeline.service.decisions import DecisionService, NoAgents
 from learning_pipeline.service.security import READ_ONLY, TOKEN_ENV, require_token
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ PREFIX = "/api/learning"
 MAX_CONTEXT_KEYS = 50
 MAX_CONTEXT_KEY_CHARS = 64
 MAX_CONTEXT_VALUE_CHARS = 256
+MAX_CANDIDATES = 100
+MAX_OUTCOMES = 10_000
 ContextValue = str | int | float | bool | None
 WRITE = [Depends(require_token)]  # the dependencies of every state-changing endpoint
 
@@ -66,8 +70,10 @@ class AgentSelectionRequest(BaseModel):
         },
     )
     top_k: int = Field(3, ge=1, le=100, description="number of agents to return")
-    mode: Literal["thompson", "mean"] = Field(
-        "thompson", description="thompson: scores are posterior samples (explores); mean: posterior means"
+    candidate_agents: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None,
+        max_length=MAX_CANDIDATES,
+        description="the agents this request may be routed to (default: those with evidence for the task type)",
     )
 
     @field_validator("context")
@@ -94,19 +100,32 @@ class AgentSelectionRequest(BaseModel):
 
 class Recommendation(BaseModel):
     agent_name: str
-    score: float | None
+    score: float | None = Field(description="the serving version's predicted success for this agent")
     rank: int
+    selection_propensity: float = Field(
+        gt=0, le=1, description="probability that the policy selects this agent first for this request"
+    )
 
 
 class AgentSelectionResponse(BaseModel):
-    recommendations: list[Recommendation]
-    model_score: float | None = Field(description="posterior mean success of the top-ranked agent")
-    model_version: int | None = Field(
-        description="agent-router version serving the answer (None: lake posteriors)"
-    )
-    cold_start: bool = Field(description="the task type has no evidence in the served model")
-    mode: str
+    decision_id: str = Field(description="record it with the outcome (`decision_id`) to join the two")
+    recommendations: list[Recommendation] = Field(description="rank 1 is the agent drawn for this request")
+    model_score: float | None = Field(description="predicted success of the rank-1 agent")
+    model_version: int | None = Field(description="agent-router version that served (None: no live version)")
+    stage: Literal["live", "canary", "cold_start"] = Field(description="stage of the serving version")
+    cold_start: bool = Field(description="the task type has no evidence in the serving version")
     timestamp: str
+
+
+class OutcomesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[dict[str, Any]] = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_OUTCOMES,
+        description="outcome events (see the README's event schema), each ideally with its decision_id",
+    )
 
 
 class AckRequest(BaseModel):
@@ -152,13 +171,13 @@ class Service:
     paths: LakePaths
     tracking_uri: str
     dagster_home: str | None
-    champion: api.ChampionModel
+    decisions: DecisionService
     alerts: AlertStore
 
 
 def learning_router(service: Service) -> APIRouter:
     router = APIRouter(tags=["learning"])
-    paths, champion = service.paths, service.champion
+    paths, decisions = service.paths, service.decisions
 
     @router.get("/metrics")
     def metrics() -> dict[str, Any]:
@@ -173,18 +192,34 @@ def learning_router(service: Service) -> APIRouter:
         """Per agent: success rate, average latency, total executions (from agent_stats / agent_task_stats)."""
         return api.agent_performance(paths, task_type, window)
 
-    @router.post("/predict/agent-selection", response_model=AgentSelectionResponse, openapi_extra=READ_ONLY)
-    async def agent_selection(body: AgentSelectionRequest) -> JSONResponse:
-        """Top-k agents for a task from the agent-router @champion (refreshed without restart)."""
-        # the answer is built to the response model's shape; returned as is (no second validation pass)
-        return JSONResponse(champion.predict(body.task_type, body.context, body.top_k, body.mode))
+    @router.post(
+        "/predict/agent-selection",
+        response_model=AgentSelectionResponse,
+        openapi_extra=READ_ONLY,
+        responses={503: {"model": Error}},
+    )
+    def agent_selection(body: AgentSelectionRequest) -> JSONResponse:
+        """One decision from the live version (a share from the canary; shadow versions scored beside it):
+        the agents ranked, each with its selection propensity, logged under `decision_id`."""
+        try:
+            answer = decisions.decide(body.task_type, body.context, body.top_k, body.candidate_agents)
+        except NoAgents as error:
+            raise HTTPException(503, str(error)) from error
+        # built to the response model's shape; returned as is (no second validation pass)
+        return JSONResponse(answer)
+
+    @router.post("/outcomes", dependencies=WRITE, responses=WRITE_ERRORS, status_code=202)
+    def outcomes(body: OutcomesRequest) -> dict[str, Any]:
+        """Land outcome events in the landing zone (validated, quarantined or accepted by the pipeline)."""
+        path = land_records(paths.landing, body.events, prefix="http")
+        return {"landed": len(body.events), "file": path.name}
 
     return router
 
 
 def status_router(service: Service) -> APIRouter:
     router = APIRouter(tags=["learning"])
-    paths, champion = service.paths, service.champion
+    paths, decisions = service.paths, service.decisions
 
     @router.get("/status")
     def status() -> dict[str, Any]:
@@ -196,10 +231,11 @@ def status_router(service: Service) -> APIRouter:
             "data_dir": str(paths.root),
             "tracking_uri": redact_uri(service.tracking_uri),
             "state_store": service.alerts.location,
-            "models_loaded": [redact_values(champion.model.info())],
-            "champion_poll_seconds": champion.poll_seconds,
-            "last_poll_at": champion.last_poll_at,
-            "model_error": redact_text(champion.last_error),
+            "models_loaded": [redact_values(v.info()) for v in decisions.roster.values()],
+            "decisions": redact_values(decisions.info()),
+            "champion_poll_seconds": decisions.poll_seconds,
+            "last_poll_at": decisions.last_poll_at,
+            "model_error": redact_text(decisions.last_error),
             "last_cycle": api.last_cycle(paths),
             "loop": api.loop_cycle(paths),
             "sensors": found.sensors,
@@ -244,12 +280,12 @@ def graduation_router(service: Service) -> APIRouter:
 
     @router.get("/graduation")
     def graduation() -> dict[str, Any]:
-        """Every version's gate, approval and stage; versions in shadow are eligible for live approval."""
+        """Every version's gate, approval and stage; versions in shadow or canary are eligible for live."""
         return redact_values(api.graduation_status(paths, uri))
 
     @router.post("/graduation/{version}/approve", dependencies=WRITE, responses=WRITE_ERRORS)
     def approve(version: Annotated[int, Path(ge=1, le=2**31 - 1)], body: ApproveRequest) -> dict[str, Any]:
-        """shadow -> live for one version; needs the X-API-Token header (no token configured: 403)."""
+        """shadow | canary -> live for one version; needs the X-API-Token header (no token configured: 403)."""
         try:
             return redact_values(api.approve_live(paths, uri, version, body.by, body.reason))
         except api.Conflict as error:
@@ -275,6 +311,7 @@ def create_app(
     poll_seconds: float = 2.0,
     dagster_home: str | None = None,
     max_body_bytes: int | None = None,
+    canary_share: float = 0.1,
 ) -> FastAPI:
     """The app over `data_dir`. `max_body_bytes`: default `$LEARNING_PIPELINE_API_MAX_BODY_BYTES` or 1 MiB."""
     install_log_redaction()
@@ -285,7 +322,9 @@ def create_app(
         paths=paths,
         tracking_uri=uri,
         dagster_home=dagster_home or os.environ.get("DAGSTER_HOME"),
-        champion=api.ChampionModel(paths, uri, poll_seconds=poll_seconds),
+        decisions=DecisionService(
+            paths, uri, poll_seconds=poll_seconds, canary_share=canary_share, logger=DecisionLogger(paths)
+        ),
         alerts=AlertStore(paths),
     )
 
@@ -299,21 +338,22 @@ def create_app(
             limit,
             "enabled" if security.writes_enabled() else f"disabled (no ${TOKEN_ENV})",
         )
-        service.champion.start()
+        service.decisions.start()
         # import the code location once in the background: /status lists its sensors and schedules
         threading.Thread(target=api.instigators, args=(None,), daemon=True).start()
         yield
-        service.champion.stop()
+        service.decisions.stop()  # writes the decisions still buffered
 
     app = FastAPI(
         title="learning_pipeline Learning API",
         version="1.0.0",
-        description="Metrics, agent performance, agent selection from the agent-router @champion, status, "
+        description="Metrics, agent performance, decisions from the live agent-router version (logged with "
+        "their propensities), outcomes, status, "
         "alerts and graduation approvals. State-changing endpoints need the X-API-Token header; request "
         f"bodies over {limit} bytes get 413.",
         lifespan=lifespan,
     )
-    app.state.champion = service.champion
+    app.state.decisions = service.decisions
     app.state.service = service
     app.add_middleware(security.BodySizeLimit, max_bytes=limit)
 
@@ -353,10 +393,11 @@ def serve(
     dagster_home: str | None = None,
     log_level: str = "info",
     max_body_bytes: int | None = None,
+    canary_share: float = 0.1,
 ) -> None:
     import uvicorn
 
-    app = create_app(data_dir, tracking_uri, poll_seconds, dagster_home, max_body_bytes)
+    app = create_app(data_dir, tracking_uri, poll_seconds, dagster_home, max_body_bytes, canary_share)
     uvicorn.run(
         app, host=host, port=port, log_level=log_level, access_log=False, log_config=log_config(log_level)
     )

@@ -1,13 +1,8 @@
-"""What the Learning API answers, without HTTP: warehouse queries and the served champion model.
+"""What the Learning API answers, without HTTP: warehouse queries, alerts and the version stages.
 
-- `ChampionModel` holds a `thompson.Recommender` over the posterior table of the `agent-router@champion`
-  version (its registered `RoutingPolicy`). A background thread polls the registry every `poll_seconds`
-  and swaps in the new version when the alias moves, so requests never wait on MLflow and a new champion
-  is served without a restart. Without a champion it serves the lake's `agent_posteriors` table
-  (model_version None), reloaded when that table's files change; with neither, it answers empty
-  cold-start recommendations.
-- The other functions read the lake through `warehouse.lake_connection` (a fresh in-memory DuckDB per
-  call, so tables created after start-up are seen) and the autonomy tables (alerts, approvals, stages).
+The functions read the lake through `warehouse.lake_connection` (a fresh in-memory DuckDB per call, so
+tables created after start-up are seen) and the autonomy tables (alerts, approvals, stages). Decisions are
+served by `service.decisions.DecisionService`.
 """
 
 from __future__ import annotations
@@ -15,28 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from learning_pipeline.lib.bandit import thompson
-from learning_pipeline.lib.learning import registry
-from learning_pipeline.lib.redact import redact_text
 from learning_pipeline.lib.storage.lake import LakePaths
-from learning_pipeline.lib.storage.warehouse import lake_connection
+from learning_pipeline.lib.storage.warehouse import lake_connection, table_names
 
 log = logging.getLogger(__name__)
 
 EVALUATIONS = ("evaluation_accepted", "evaluation_rejected")
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def clean(value: Any) -> Any:
@@ -65,197 +51,6 @@ def records(frame: pd.DataFrame) -> list[dict]:
     return [{k: clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
-def _tables(con) -> set[str]:
-    return {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-
-
-# ---- the served model --------------------------------------------------------------------------------
-
-
-@dataclass
-class LoadedModel:
-    recommender: thompson.Recommender
-    known_tasks: frozenset[str]
-    version: int | None
-    source: str  # "models:/agent-router/N" or "lake:agent_posteriors" or "none"
-    model_kind: str
-    loaded_at: str
-    n_rows: int
-
-    def info(self) -> dict:
-        return {
-            "name": registry.REGISTERED_MODEL if self.version is not None else "agent_posteriors",
-            "alias": registry.CHAMPION if self.version is not None else None,
-            "version": self.version,
-            "source": self.source,
-            "model_kind": self.model_kind,
-            "loaded_at": self.loaded_at,
-            "agents": len(self.recommender.agents),
-            "task_types": len(self.known_tasks),
-            "posterior_rows": self.n_rows,
-        }
-
-
-def _loaded(
-    posteriors: pd.DataFrame,
-    version: int | None,
-    source: str,
-    kind: str,
-    alpha0: float = 1.0,
-    beta0: float = 1.0,
-    agents=None,
-) -> LoadedModel:
-    rec = thompson.Recommender(posteriors, alpha0=alpha0, beta0=beta0, agents=agents)
-    tasks = frozenset(str(t) for t in posteriors["task_type"].astype(str).unique() if t != thompson.ALL)
-    return LoadedModel(rec, tasks, version, source, kind, _now_iso(), int(len(posteriors)))
-
-
-EMPTY_POSTERIORS = pd.DataFrame(
-    {c: pd.Series(dtype=object) for c in ("task_type", "context_key", "context_value", "agent_name")}
-    | {"alpha": pd.Series(dtype=float), "beta": pd.Series(dtype=float)}
-)
-
-
-class ChampionModel:
-    """The recommender behind POST /predict/agent-selection, refreshed from the registry in the background."""
-
-    def __init__(
-        self, paths: LakePaths, tracking_uri: str, poll_seconds: float = 2.0, seed: int | None = None
-    ):
-        self.paths = paths
-        self.tracking_uri = tracking_uri
-        self.poll_seconds = float(poll_seconds)
-        self.rng = np.random.default_rng(seed)
-        self.model: LoadedModel = _loaded(EMPTY_POSTERIORS, None, "none", "prior")
-        self.last_poll_at: str | None = None
-        self.last_error: str | None = None
-        self._lake_stamp: tuple | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._client = None
-
-    # -- refresh ----------------------------------------------------------------------------------
-    def _champion_version(self) -> int | None:
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-        try:
-            return int(
-                self._client.get_model_version_by_alias(registry.REGISTERED_MODEL, registry.CHAMPION).version
-            )
-        except MlflowException:
-            return None
-
-    def _load_policy(self, version: int):
-        """The version's RoutingPolicy from its model artifacts (the files the pyfunc wraps); falls back to
-        loading the pyfunc itself."""
-        import tempfile
-
-        import mlflow
-        from mlflow import MlflowClient
-
-        from learning_pipeline.lib.bandit.policy import RoutingPolicy
-
-        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-        try:
-            base = client.get_model_version_download_uri(registry.REGISTERED_MODEL, str(version))
-            with tempfile.TemporaryDirectory() as tmp:
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"{base}/artifacts/policy", dst_path=tmp, tracking_uri=self.tracking_uri
-                )
-                return RoutingPolicy.load(local)
-        except Exception as error:  # another layout: load the pyfunc
-            log.info(
-                "policy artifacts of version %s not downloadable (%s); loading the pyfunc",
-                version,
-                redact_text(str(error)),
-            )
-            return registry.load_policy(self.tracking_uri, version)
-
-    def _lake_posteriors_stamp(self) -> tuple:
-        directory = self.paths.table("agent_posteriors")
-        if not directory.exists():
-            return ()
-        return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in directory.rglob("*.parquet")))
-
-    def refresh(self) -> bool:
-        """Check the registry once; load the champion if it changed. Returns True when the model changed."""
-        with self._lock:
-            self.last_poll_at = _now_iso()
-            try:
-                version = self._champion_version()
-                if version is not None:
-                    if version == self.model.version:
-                        return False
-                    policy = self._load_policy(version)
-                    alpha0 = float(policy.params.get("alpha0", 1.0))
-                    beta0 = float(policy.params.get("beta0", 1.0))
-                    self.model = _loaded(
-                        policy.posteriors,
-                        version,
-                        f"models:/{registry.REGISTERED_MODEL}/{version}",
-                        policy.model_kind,
-                        alpha0,
-                        beta0,
-                        policy.agents,
-                    )
-                    self._lake_stamp = None
-                    log.info("serving %s", self.model.source)
-                    self.last_error = None
-                    return True
-                stamp = self._lake_posteriors_stamp()
-                if stamp == self._lake_stamp and self.model.version is None:
-                    return False
-                self._lake_stamp = stamp
-                if stamp:
-                    with lake_connection(self.paths) as con:
-                        posteriors = con.execute("SELECT * FROM agent_posteriors").df()
-                    self.model = _loaded(posteriors, None, "lake:agent_posteriors", "posteriors")
-                else:
-                    self.model = _loaded(EMPTY_POSTERIORS, None, "none", "prior")
-                self.last_error = None
-                return True
-            except Exception as error:  # keep serving the previous model; report the problem in /status
-                self.last_error = redact_text(f"{type(error).__name__}: {error}")
-                log.warning("champion refresh failed: %s", self.last_error)
-                return False
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            self.refresh()
-
-    def start(self) -> None:
-        self.refresh()
-        self._thread = threading.Thread(target=self._loop, name="champion-poll", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    # -- serving ----------------------------------------------------------------------------------
-    def predict(
-        self, task_type: str, context: Mapping[str, Any] | None, top_k: int, mode: str = "thompson"
-    ) -> dict:
-        model = self.model  # one consistent snapshot even if the poller swaps it meanwhile
-        context = {
-            str(k): v for k, v in (context or {}).items() if v is not None and not isinstance(v, (dict, list))
-        }
-        answer = model.recommender.recommend(task_type, context, top_k=top_k, mode=mode, rng=self.rng)
-        answer["model_score"] = clean(answer["model_score"])
-        for item in answer["recommendations"]:
-            item["score"] = clean(item["score"])
-        answer["model_version"] = model.version
-        answer["cold_start"] = task_type not in model.known_tasks
-        answer["mode"] = mode
-        answer["timestamp"] = _now_iso()
-        return answer
-
-
 # ---- warehouse reads ---------------------------------------------------------------------------------
 
 
@@ -280,7 +75,7 @@ def learning_metrics(paths: LakePaths) -> dict:
         "last_update_at": None,
     }
     with lake_connection(paths) as con:
-        tables = _tables(con)
+        tables = table_names(con)
         if "learning_events" in tables:
             row = con.execute(
                 """SELECT count(*) FILTER (WHERE event_type IN ('evaluation_accepted', 'evaluation_rejected')),
@@ -336,7 +131,7 @@ def agent_performance(paths: LakePaths, task_type: str | None = None, window: st
     if task_type is not None:
         table, where, params = "agent_task_stats", "AND task_type = ?", [window, task_type]
     with lake_connection(paths) as con:
-        if table not in _tables(con):
+        if table not in table_names(con):
             return []
         frame = con.execute(
             f"""SELECT agent_name, success_rate, latency_avg_ms AS avg_latency_ms, executions AS total_executions,
@@ -355,7 +150,7 @@ def agent_performance(paths: LakePaths, task_type: str | None = None, window: st
 
 def last_cycle(paths: LakePaths) -> dict | None:
     with lake_connection(paths) as con:
-        if "learning_events" not in _tables(con):
+        if "learning_events" not in table_names(con):
             return None
         frame = con.execute(
             """SELECT event_type, model_version_id, created_at, improvement, duration_ms, samples_processed,
@@ -459,7 +254,9 @@ def graduation_status(paths: LakePaths, tracking_uri: str) -> dict:
     transitions = records(events.tail(50)) if not events.empty else []
     return {
         "versions": versions,
-        "eligible_for_live": [v["version_number"] for v in versions if v.get("stage") == graduation.SHADOW],
+        "eligible_for_live": [
+            v["version_number"] for v in versions if v.get("stage") in (graduation.SHADOW, graduation.CANARY)
+        ],
         "pending_approval": [
             v["version_number"] for v in versions if v.get("approval") == graduation.PENDING
         ],

@@ -208,8 +208,13 @@ def test_status_reports_model_cycle_and_instigators(server):
     status, body = call(server, "/api/learning/status")
     assert status == 200
     assert body["running"] is True and body["status"] == "running"
-    model = body["models_loaded"][0]
-    assert model["name"] == "agent-router" and model["alias"] == "champion" and model["version"] >= 1
+    model = body["models_loaded"][0]  # the demo's operator made v1 live
+    assert (
+        model["stage"] == "live"
+        and model["source"].startswith("models:/agent-router/")
+        and model["version"] >= 1
+    )
+    assert body["decisions"]["decision_log_failures"] == 0
     assert body["last_cycle"]["event_type"].startswith("evaluation_")
     assert body["instigators_error"] is None
     assert any(s["name"] == "landing_zone_sensor" for s in body["sensors"])
@@ -220,19 +225,64 @@ def test_status_reports_model_cycle_and_instigators(server):
 # ---- agent selection ---------------------------------------------------------------------------------
 
 
-def test_agent_selection_answers_from_the_champion(server):
-    status, body = call(
-        server, PREDICT, {"task_type": "analysis", "context": {"complexity": "high"}, "top_k": 3}
-    )
+def test_agent_selection_answers_from_the_live_version_with_propensities(server, demo_dir):
+    request = {"task_type": "analysis", "context": {"complexity": "high"}, "top_k": 3}
+    status, body = call(server, PREDICT, request)
     assert status == 200
     assert [r["rank"] for r in body["recommendations"]] == [1, 2, 3]
     assert len({r["agent_name"] for r in body["recommendations"]}) == 3
-    assert body["model_version"] >= 1 and body["cold_start"] is False
-    assert 0 < body["model_score"] < 1 and body["timestamp"]
-    status, mean = call(server, PREDICT, {"task_type": "analysis", "top_k": 2, "mode": "mean"})
-    scores = [r["score"] for r in mean["recommendations"]]
-    assert status == 200 and scores == sorted(scores, reverse=True)
-    assert mean["model_score"] == pytest.approx(scores[0])
+    assert body["model_version"] >= 1 and body["stage"] == "live" and body["cold_start"] is False
+    assert len(body["decision_id"]) == 32 and 0 < body["model_score"] < 1 and body["timestamp"]
+    assert all(0 < r["selection_propensity"] <= 1 for r in body["recommendations"])
+    # the same request has the same probabilities every time; the drawn agent varies (exploration)
+    answers = [call(server, PREDICT, request)[1] for _ in range(30)]
+    propensity = {}
+    for answer in answers:
+        for r in answer["recommendations"]:
+            assert (
+                propensity.setdefault(r["agent_name"], r["selection_propensity"]) == r["selection_propensity"]
+            )
+    assert len({a["decision_id"] for a in answers}) == 30
+    # every decision is logged (micro-batched, off the request path) with the probabilities it was drawn from
+    from learning_pipeline.lib.events.decisions import decision_log_dir
+    from learning_pipeline.lib.storage.lake import LakePaths
+
+    log_dir = decision_log_dir(LakePaths.at(demo_dir / "data"))
+
+    def logged():
+        import duckdb
+
+        files = [str(f) for f in log_dir.rglob("*.parquet")]
+        if not files:
+            return None
+        rows = duckdb.sql(
+            f"SELECT decision_id, agents, probabilities, served FROM read_parquet({files})"
+        ).fetchall()
+        found = {r[0]: r for r in rows}
+        return found if all(a["decision_id"] in found for a in answers) else None
+
+    found = wait_for(logged, timeout=30)
+    row = found[answers[0]["decision_id"]]
+    assert row[3] is True and abs(sum(row[2]) - 1) < 1e-9
+    assert {a: p for a, p in zip(row[1], row[2], strict=True) if a in propensity} == pytest.approx(propensity)
+
+
+def test_outcomes_endpoint_lands_events_and_needs_the_token(server, demo_dir):
+    status, decision = call(server, PREDICT, {"task_type": "analysis"})
+    event = {
+        "agent_name": decision["recommendations"][0]["agent_name"],
+        "task_type": "analysis",
+        "status": "success",
+        "decision_id": decision["decision_id"],
+    }
+    status, body = call(server, "/api/learning/outcomes", {"events": [event]})
+    assert status == 401
+    status, body = call(server, "/api/learning/outcomes", {"events": []}, {"X-API-Token": TOKEN})
+    assert status == 422
+    status, body = call(server, "/api/learning/outcomes", {"events": [event]}, {"X-API-Token": TOKEN})
+    assert status == 202 and body["landed"] == 1
+    landed = demo_dir / "data" / "landing" / body["file"]
+    assert json.loads(landed.read_text().splitlines()[0])["decision_id"] == decision["decision_id"]
 
 
 def test_unknown_task_type_gets_the_cold_start_answer(server):
@@ -253,6 +303,7 @@ def test_unknown_task_type_gets_the_cold_start_answer(server):
         (b'{"task_type": "analysis", "top_k": "three"}', "top_k"),
         (b'{"task_type": "analysis", "context": "high"}', "context"),
         (b'{"task_type": "analysis", "mode": "greedy"}', "mode"),
+        (b'{"task_type": "analysis", "candidate_agents": "a"}', "candidate_agents"),
         (b'{"task_type": "analysis", "topk": 3}', "topk"),
         (b'{"task_type": ', "body"),
         (b'[{"task_type": "analysis"}]', "body"),
@@ -308,8 +359,9 @@ def test_approval_needs_the_token_and_moves_shadow_to_live(server, demo_dir):
     from learning_pipeline.lib.storage.lake import LakePaths
 
     paths = LakePaths.at(demo_dir / "data")
+    # the demo's operator made v1 live; put it back in shadow to approve it again over HTTP
     graduation.record_transition(
-        paths, 1, graduation.LEARNING, graduation.SHADOW, "test", "automatic", "criteria met"
+        paths, 1, graduation.LIVE, graduation.SHADOW, "test", "automatic", "criteria met"
     )
     status, body = call(server, "/api/learning/graduation")
     assert status == 200 and 1 in body["eligible_for_live"]

@@ -15,7 +15,8 @@ from learning_pipeline.lib.bandit.policy import evaluate_candidate
 from learning_pipeline.lib.events.decisions import DecisionLogger
 from learning_pipeline.lib.ingest.recorder import OutcomeRecorder
 from learning_pipeline.lib.learning import registry
-from learning_pipeline.lib.learning.cycle import CycleConfig, held_out_events, run_cycle
+from learning_pipeline.lib.learning.cycle import CycleConfig, run_cycle
+from learning_pipeline.lib.learning.data import held_out_events
 from learning_pipeline.lib.storage.warehouse import lake_connection
 from learning_pipeline.service.decisions import DecisionService, NoAgents
 from learning_pipeline_tests._models_fixtures import operator_makes_live, simulated_lake, sqlite_uri

@@ -45,9 +45,9 @@ class EvaluationConfig(dg.Config):
 def _cycle_config(
     candidate: CandidateConfig, evaluation: EvaluationConfig | None = None
 ) -> "cycle.CycleConfig":
-    values = dict(candidate.model_dump()) if hasattr(candidate, "model_dump") else dict(candidate.dict())
+    values = dict(candidate.model_dump())
     if evaluation is not None:
-        values.update(evaluation.model_dump() if hasattr(evaluation, "model_dump") else evaluation.dict())
+        values.update(evaluation.model_dump())
     values["context_keys"] = tuple(values["context_keys"])
     return cycle.CycleConfig(**values)
 
@@ -107,7 +107,7 @@ def policy_evaluation(
     cfg = cycle.CycleConfig(
         **{k: v for k, v in candidate.params.items() if k in cycle.CycleConfig.__dataclass_fields__},
     )
-    for key, value in (config.model_dump() if hasattr(config, "model_dump") else config.dict()).items():
+    for key, value in config.model_dump().items():
         setattr(cfg, key, value)
     window = cycle.Window.for_partition(partition, cfg)
     with registry.tracking(mlflow.uri) as client:

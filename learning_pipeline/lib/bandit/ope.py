@@ -70,7 +70,6 @@ ESTIMATOR_LABELS = {
     "dm": "direct method: reward-model prediction, no propensities (model-based, can be biased)",
 }
 PROPENSITY_ESTIMATORS = ("ips", "snips", "dr")
-NO_PROPENSITY_ESTIMATORS = ("replay", "dm")
 
 # Reward of an event: success = 1, failure / timeout = 0, partial = its quality_score (0.5 without one).
 PARTIAL_DEFAULT_REWARD = 0.5

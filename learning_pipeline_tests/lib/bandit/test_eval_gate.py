@@ -8,7 +8,8 @@ import pytest
 from learning_pipeline.lib.bandit import ope
 from learning_pipeline.lib.bandit.policy import RoutingPolicy, eval_gate, evaluate_candidate
 from learning_pipeline.lib.learning import registry
-from learning_pipeline.lib.learning.cycle import CycleConfig, Window, held_out_events, register, run_cycle
+from learning_pipeline.lib.learning.cycle import CycleConfig, Window, register, run_cycle
+from learning_pipeline.lib.learning.data import held_out_events
 from learning_pipeline.lib.storage.warehouse import lake_connection
 from learning_pipeline_tests._models_fixtures import (
     artifact_uri,

@@ -1,11 +1,13 @@
 """Off-policy estimators: exact cases, input errors, and agreement with the simulator's true policy values."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from learning_pipeline.lib.bandit import ope
 from learning_pipeline.lib.bandit.policy import evaluate_candidate
-from learning_pipeline.lib.learning.cycle import CycleConfig, Window, held_out_events, train_candidate
+from learning_pipeline.lib.learning.cycle import CycleConfig, Window, train_candidate
+from learning_pipeline.lib.learning.data import held_out_events
 from learning_pipeline.lib.storage.warehouse import lake_connection
 from learning_pipeline_tests._models_fixtures import simulated_lake
 
@@ -111,7 +113,19 @@ def test_off_policy_estimates_agree_with_the_simulators_true_policy_values(tmp_p
     )
 
     grid = truth.success_probabilities()[["task_type", "complexity", "domain"]].drop_duplicates()
-    decisions = grid.assign(agent_name=candidate.recommend(grid, top_k=1)["agent_name"].to_numpy())
+    # the candidate selects with probabilities (Thompson sampling + exploration floor): its true value is
+    # the probability-weighted success over the agents it could pick (the logged candidate sets: all agents)
+    requests = grid.assign(candidate_agents=[list(cfg.agents)] * len(grid)).reset_index(drop=True)
+    universe, probs, _ = candidate.decide(requests)
+    decisions = pd.DataFrame(
+        {
+            "task_type": np.repeat(requests["task_type"].to_numpy(), len(universe)),
+            "complexity": np.repeat(requests["complexity"].to_numpy(), len(universe)),
+            "domain": np.repeat(requests["domain"].to_numpy(), len(universe)),
+            "agent_name": np.tile(np.array(universe, dtype=object), len(requests)),
+            "probability": probs.ravel(),
+        }
+    )
     true_candidate = truth.policy_value(decisions)
     true_uniform = truth.policy_value({t: {a: 1.0 for a in cfg.agents} for t in cfg.task_types})
     ev = result.evaluation

@@ -10,10 +10,8 @@ from learning_pipeline.lib.bandit import thompson
 from learning_pipeline.lib.learning.cycle import (
     CycleConfig,
     Window,
-    daily_aggregates,
-    daily_from_cells,
-    joint_cells,
 )
+from learning_pipeline.lib.learning.data import daily_aggregates, daily_from_cells, joint_cells
 from learning_pipeline.lib.storage.warehouse import lake_connection
 from learning_pipeline_tests._models_fixtures import simulated_lake
 

@@ -1,0 +1,190 @@
+"""What a learning cycle reads from the lake: daily aggregates and joint cells for training, and the
+held-out events for evaluation, joined to the decision log (propensities from `agent_decisions`).
+
+Rewards (`REWARD_SQL`): "graded" is the bandit's rule, the same as `stg_outcome_events.reward` and the
+posteriors (success 1, partial its quality score or 0.5, else 0); "success" is the plain success rate.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import duckdb
+import pandas as pd
+
+from learning_pipeline.lib.bandit import thompson
+from learning_pipeline.lib.storage.sql_runner import SqlProject
+from learning_pipeline.lib.storage.warehouse import quote_identifier, sql_literal, table_names
+
+REWARD_SQL = {
+    # the bandit's rule (same as stg_outcome_events.reward and the posteriors)
+    "graded": "CASE status WHEN 'success' THEN 1.0 WHEN 'partial' THEN coalesce(quality_score, 0.5) ELSE 0.0 END",
+    # the plain success rate
+    "success": "CASE status WHEN 'success' THEN 1.0 ELSE 0.0 END",
+}
+
+
+def _context_select(keys: tuple[str, ...]) -> str:
+    """Context keys (configuration, so data) as columns: quoted as a JSON path literal and an identifier."""
+    return ", ".join(
+        f"json_extract_string(context, {sql_literal('$.' + json.dumps(k))}) AS {quote_identifier(k)}"
+        for k in keys
+    )
+
+
+def daily_aggregates(
+    con: duckdb.DuckDBPyConnection, start: date, end: date, keys: tuple[str, ...]
+) -> pd.DataFrame:
+    """The `agent_daily_stats` SQL model over [start, end] (inclusive)."""
+    cur = con.cursor()
+    try:
+        SqlProject.load().run(
+            cur,
+            select=["agent_daily_stats"],
+            vars={"start_date": start, "end_date": end, "context_keys": list(keys)},
+        )
+        return cur.execute('SELECT * FROM "agent_daily_stats"').df()
+    finally:
+        cur.close()
+
+
+def joint_cells(con, start: date, end: date, keys: tuple[str, ...], reward_rule: str) -> pd.DataFrame:
+    """One scan of the events: per (event_date, task_type, context keys..., agent) the counts of
+    agent_daily_stats (n_events, successes, failures, partials, timeouts, partial_reward, last_event_at) and
+    n / reward_sum under `reward_rule`.
+
+    Events are grouped by their raw context text first and the JSON is parsed only for the distinct
+    groups (a few thousand instead of millions of rows).
+    """
+    extract = _context_select(keys)
+    cols = ", ".join(quote_identifier(k) for k in keys)
+    sql = f"""
+        WITH raw AS (
+            SELECT cast(event_date AS DATE) AS event_date,
+                   coalesce(task_type, action_type, 'unspecified') AS task_type, context, agent_name,
+                   count(*) AS n_events,
+                   count(*) FILTER (WHERE status = 'success') AS successes,
+                   count(*) FILTER (WHERE status = 'failure') AS failures,
+                   count(*) FILTER (WHERE status = 'partial') AS partials,
+                   count(*) FILTER (WHERE status = 'timeout') AS timeouts,
+                   coalesce(sum(coalesce(quality_score, 0.5)) FILTER (WHERE status = 'partial'), 0) AS partial_reward,
+                   sum({REWARD_SQL[reward_rule]}) AS reward_sum,
+                   max("timestamp") AS last_event_at
+            FROM outcome_events
+            WHERE cast(event_date AS DATE) BETWEEN ? AND ?
+            GROUP BY ALL
+        )
+        SELECT event_date, task_type, {cols}, agent_name,
+               sum(n_events)::BIGINT AS n_events, sum(successes)::BIGINT AS successes,
+               sum(failures)::BIGINT AS failures, sum(partials)::BIGINT AS partials,
+               sum(timeouts)::BIGINT AS timeouts, sum(partial_reward) AS partial_reward,
+               sum(reward_sum) AS reward_sum, max(last_event_at) AS last_event_at
+        FROM (SELECT * EXCLUDE (context), {extract} FROM raw)
+        GROUP BY ALL
+    """
+    cells = con.execute(sql, [start, end]).df()
+    cells["n"] = cells["n_events"]
+    return cells
+
+
+COUNT_COLUMNS = ["n_events", "successes", "failures", "partials", "timeouts", "partial_reward"]
+
+
+def daily_from_cells(cells: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
+    """The daily aggregates of `agent_daily_stats` (thompson.DAILY_COLUMNS) rolled up from joint cells:
+    a broad row per (day, task_type, agent) and a row per context bucket with a value, each also pooled over
+    task types (task_type '*')."""
+    levels = []
+    for key in ("*", *keys):
+        frame = cells if key == "*" else cells[cells[key].notna()]
+        value = pd.Series("*", index=frame.index) if key == "*" else frame[key].astype(str)
+        base = frame.assign(context_key=key, context_value=value)
+        for pooled in (False, True):
+            part = base.assign(task_type="*") if pooled else base
+            grouped = part.groupby(
+                ["event_date", "task_type", "context_key", "context_value", "agent_name"],
+                as_index=False,
+                sort=False,
+            )
+            out = grouped[COUNT_COLUMNS].sum()
+            out["last_event_at"] = grouped["last_event_at"].max()["last_event_at"].to_numpy()
+            levels.append(out)
+    return pd.concat(levels, ignore_index=True)[thompson.DAILY_COLUMNS]
+
+
+def held_out_events(con, start: date, end: date, keys: tuple[str, ...], reward_rule: str):
+    """Event-level rows for evaluation (task_type, context keys, agent, reward, propensity) and the
+    events' candidate sets as an Arrow list array.
+
+    An outcome that carries a `decision_id` found in `agent_decisions` (the served row) takes its propensity
+    (the probability of the agent that acted) and its candidate set from the decision log; with an unknown
+    decision_id, or an agent the decision could not have chosen, it has no propensity. Outcomes without a
+    decision_id keep the client's `selection_propensity` and `candidate_agents` (offline logs, the simulator).
+    """
+    decisions = "agent_decisions" in table_names(con)
+    joined = (
+        """LEFT JOIN (SELECT decision_id, agents, probabilities FROM agent_decisions WHERE served) AS d
+               ON e.decision_id = d.decision_id"""
+        if decisions
+        else "LEFT JOIN (SELECT NULL::VARCHAR AS decision_id, NULL::VARCHAR[] AS agents,"
+        " NULL::DOUBLE[] AS probabilities) AS d ON false"
+    )
+    sql = f"""
+        SELECT coalesce(task_type, action_type, 'unspecified') AS task_type, {_context_select(keys)},
+               agent_name, {REWARD_SQL[reward_rule]} AS reward,
+               CASE WHEN e.decision_id IS NULL THEN e.selection_propensity
+                    ELSE list_extract(d.probabilities, list_position(d.agents, e.agent_name)) END
+                   AS selection_propensity,
+               CASE WHEN e.decision_id IS NULL THEN e.candidate_agents ELSE d.agents END AS candidate_agents,
+               e.decision_id
+        FROM outcome_events AS e {joined}
+        WHERE cast(e.event_date AS DATE) BETWEEN ? AND ?
+    """
+    table = con.execute(sql, [start, end]).to_arrow_table()
+    return table.drop_columns(["candidate_agents"]).to_pandas(), table.column("candidate_agents")
+
+
+def decision_join_stats(con, start: date, end: date) -> dict[str, int]:
+    """How outcomes of the window met the decision log: matched, unmatched (unknown decision_id), acted
+    outside the decision's eligible agents, and served decisions of the window without any outcome."""
+    if "agent_decisions" not in table_names(con):
+        counts = con.execute(
+            """SELECT count(*), count(decision_id) FROM outcome_events
+               WHERE cast(event_date AS DATE) BETWEEN ? AND ?""",
+            [start, end],
+        ).fetchone()
+        return {
+            "outcomes": counts[0],
+            "with_decision_id": counts[1],
+            "matched": 0,
+            "unmatched": counts[1],
+            "acted_outside_decision": 0,
+            "decisions_served": 0,
+            "decisions_without_outcome": 0,
+        }
+    row = con.execute(
+        """
+        WITH d AS (SELECT decision_id, agents, decided_at FROM agent_decisions WHERE served),
+             o AS (SELECT decision_id, agent_name FROM outcome_events
+                   WHERE cast(event_date AS DATE) BETWEEN ? AND ?)
+        SELECT (SELECT count(*) FROM o),
+               (SELECT count(decision_id) FROM o),
+               (SELECT count(*) FROM o JOIN d USING (decision_id)),
+               (SELECT count(*) FROM o JOIN d USING (decision_id) WHERE NOT list_contains(d.agents, o.agent_name)),
+               (SELECT count(*) FROM d WHERE cast(decided_at AS DATE) BETWEEN ? AND ?),
+               (SELECT count(*) FROM d WHERE cast(decided_at AS DATE) BETWEEN ? AND ?
+                  AND decision_id NOT IN (SELECT decision_id FROM outcome_events WHERE decision_id IS NOT NULL))
+        """,
+        [start, end, start, end, start, end],
+    ).fetchone()
+    outcomes, with_id, matched, outside, served, without = (int(v) for v in row)
+    return {
+        "outcomes": outcomes,
+        "with_decision_id": with_id,
+        "matched": matched,
+        "unmatched": with_id - matched,
+        "acted_outside_decision": outside,
+        "decisions_served": served,
+        "decisions_without_outcome": without,
+    }
