@@ -169,3 +169,56 @@ def add_autonomy_demo(subparsers) -> None:
         "--manual-approval", action="store_true", help="auto-approval off: versions wait for a person"
     )
     p.set_defaults(func=cmd_autonomy_demo)
+
+
+# -- settings ------------------------------------------------------------------------------------
+def _parse_assignment(text: str) -> tuple[str, object]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"expected NAME=VALUE, got {text!r}")
+    if raw in ("", "default"):
+        return name, None  # back to the default
+    try:
+        return name, json.loads(raw)
+    except ValueError:
+        return name, raw
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from learning_pipeline.defs.autonomy.resources import default_autonomy_resource
+    from learning_pipeline.lib.autonomy.settings import SettingsStore
+
+    store, defaults = SettingsStore(_paths(args)), default_autonomy_resource().settings_defaults()
+    if args.action == "history":
+        _print(store.history(), args.json)
+        return 0
+    if args.action == "set":
+        if not args.by or not args.reason:
+            raise ValueError("settings set needs --by NAME and --reason TEXT")
+        changes = dict(_parse_assignment(a) for a in args.assignments)
+        records = store.change(changes, args.by, args.reason, defaults)
+        print(json.dumps(records, default=str))
+        return 0
+    overrides = store.overrides()
+    frame = pd.DataFrame(
+        [
+            {"setting": k, "value": overrides.get(k, v), "default": v, "overridden": k in overrides}
+            for k, v in defaults.items()
+        ]
+    )
+    _print(frame, args.json)
+    return 0
+
+
+def add_settings(subparsers) -> None:
+    p = subparsers.add_parser(
+        "settings",
+        help="the loop's run-time settings: show, set NAME=VALUE ... (NAME=default resets), history",
+    )
+    p.add_argument("action", nargs="?", choices=["show", "set", "history"], default="show")
+    p.add_argument("assignments", nargs="*", help="NAME=VALUE (JSON values: true, 500, 0.02)")
+    p.add_argument("--by", help="who changes them")
+    p.add_argument("--reason", help="why")
+    p.add_argument("--json", action="store_true")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_settings)

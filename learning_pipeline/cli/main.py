@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from learning_pipeline.cli.autonomy import add_alerts, add_autonomy_demo, add_graduation
+from learning_pipeline.cli.autonomy import add_alerts, add_autonomy_demo, add_graduation, add_settings
 from learning_pipeline.cli.common import add_data_dir, positive, share
 
 
@@ -271,6 +271,7 @@ SUBCOMMANDS: list[Callable] = [
     add_graduation,
     add_autonomy_demo,
     add_serve,
+    add_settings,
 ]
 
 

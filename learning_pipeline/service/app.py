@@ -32,6 +32,7 @@ from learning_pipeline.lib.redact import install_log_redaction, redact_text, red
 from learning_pipeline.lib.storage.lake import LakePaths, land_records
 from learning_pipeline.service import learning as api
 from learning_pipeline.service import security
+from learning_pipeline.service.control import control_router
 from learning_pipeline.service.decisions import DecisionService, NoAgents
 from learning_pipeline.service.security import READ_ONLY, TOKEN_ENV, require_token
 
@@ -299,6 +300,7 @@ ROUTERS: list[Callable[[Service], APIRouter]] = [
     status_router,
     alerts_router,
     graduation_router,
+    control_router,
 ]
 
 

@@ -459,3 +459,33 @@ def test_new_champion_is_served_without_restart(server, demo_dir):
     assert answer["recommendations"]
     _, status = call(server, "/api/learning/status")
     assert status["models_loaded"][0]["version"] == int(new.version)
+
+
+def test_control_plane_reads_openly_changes_with_the_token_and_names_bad_fields(server):
+    status, body = call(server, "/api/learning/settings")
+    assert status == 200 and body["settings"]["continuous_learning"] is True
+    change = {
+        "by": "oncall",
+        "reason": "noisy week",
+        "changes": {"min_new_events": 500, "auto_approve": False},
+    }
+    status, _ = call(server, "/api/learning/settings", change, method="PATCH")
+    assert status == 401
+    write = {"X-API-Token": TOKEN}
+    bad = {**change, "changes": {"min_new_events": -5}}
+    status, body = call(server, "/api/learning/settings", bad, write, method="PATCH")
+    assert status == 422 and "min_new_events" in body["message"]
+    status, body = call(
+        server, "/api/learning/settings", {**change, "changes": {"nope": 1}}, write, method="PATCH"
+    )
+    assert status == 422 and "nope" in body["message"]
+    status, body = call(server, "/api/learning/settings", change, write, method="PATCH")
+    assert status == 200 and {r["name"] for r in body["changed"]} == {"min_new_events", "auto_approve"}
+    status, body = call(server, "/api/learning/settings")
+    assert body["settings"]["min_new_events"] == 500 and body["overrides"] == {
+        "min_new_events": 500,
+        "auto_approve": False,
+    }
+    status, history = call(server, "/api/learning/settings/history")
+    row = next(r for r in history if r["name"] == "min_new_events")
+    assert row["by"] == "oncall" and row["reason"] == "noisy week" and row["new_value"] == "500"

@@ -33,7 +33,8 @@ def model_approvals(
     context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource, autonomy: AutonomyResource
 ) -> dg.MaterializeResult:
     paths = lake.paths
-    decided = autonomy_ops.decide_approvals(paths, mlflow.uri, autonomy.thresholds(), now=autonomy.clock())
+    thresholds = autonomy.effective(paths).thresholds()  # with the operator's stored settings
+    decided = autonomy_ops.decide_approvals(paths, mlflow.uri, thresholds, now=autonomy.clock())
     approvals = graduation.read_approvals(paths)
     for rec in decided:
         context.log.info(f"v{rec['version']}: {rec['decision']} ({rec['reason']})")
@@ -66,7 +67,7 @@ def graduation_status(
     results = autonomy_ops.run_graduation(
         paths,
         mlflow.uri,
-        autonomy.criteria(),
+        autonomy.effective(paths).criteria(),
         triggered_by=f"graduation_status (run {context.run.run_id[:8]})",
         now=autonomy.clock(),
         store=autonomy.alert_store(paths),

@@ -10,6 +10,7 @@ import dagster as dg
 from learning_pipeline.lib.autonomy.alerts import WEBHOOK_ENV, AlertStore
 from learning_pipeline.lib.autonomy.continuous import LoopSettings
 from learning_pipeline.lib.autonomy.graduation import ApprovalThresholds, GraduationCriteria
+from learning_pipeline.lib.autonomy.settings import SETTING_NAMES, SettingsStore
 from learning_pipeline.lib.storage.lake import LakePaths
 
 AUTO_APPROVE_ENV = "LEARNING_PIPELINE_AUTO_APPROVE"
@@ -23,6 +24,7 @@ class AutonomyResource(dg.ConfigurableResource):
 
     now: str = ""
     # continuous learning
+    continuous_learning: bool = True  # the operator's switch (the sensor must also be running)
     min_new_events: int = 100
     min_iteration_gap_minutes: float = 60.0
     max_iterations_per_day: int = 10
@@ -55,6 +57,18 @@ class AutonomyResource(dg.ConfigurableResource):
             return datetime.now(UTC)
         value = datetime.fromisoformat(self.now)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def settings_defaults(self) -> dict:
+        """The run-time settings (lib/autonomy/settings.py) as configured here: their defaults."""
+        return {name: getattr(self, name) for name in SETTING_NAMES}
+
+    def effective(self, paths: LakePaths) -> AutonomyResource:
+        """This resource with the operator's stored settings applied (what the sensors and assets decide with)."""
+        overrides = SettingsStore(paths).overrides()
+        if not overrides:
+            return self
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        return AutonomyResource(**{**fields, **overrides})
 
     def loop_settings(self) -> LoopSettings:
         return LoopSettings(

@@ -62,6 +62,11 @@ def continuous_learning_sensor(
     context: dg.SensorEvaluationContext, lake: LakeResource, autonomy: AutonomyResource
 ):
     paths = lake.paths
+    autonomy = autonomy.effective(paths)  # the operator's settings (API / CLI) over the resource's defaults
+    if not autonomy.continuous_learning:
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason("continuous learning is switched off (learning-pipeline settings)")
+        )
     now = autonomy.clock()
     settings = autonomy.loop_settings()
     state, decision, last_seq = evaluate_loop(paths, settings, now)

@@ -146,3 +146,35 @@ def test_a_midnight_learning_cycle_evaluates_the_day_that_just_ended(lake):
         scheduled_execution_time=datetime(2026, 11, 4, 0, 0, tzinfo=UTC), resources={"lake": lake}
     )
     assert learning_cycle_schedule(context).partition_key == "2026-11-03"
+
+
+def test_operator_settings_switch_the_loop_and_change_its_thresholds(lake, capsys):
+    from learning_pipeline.cli import main
+    from learning_pipeline.lib.autonomy.settings import SettingsStore
+
+    paths = lake.paths
+    land(paths, 150)
+    data_dir = ["--data-dir", str(paths.root)]
+    off = ["settings", "set", "continuous_learning=false", "--by", "alice", "--reason", "incident", *data_dir]
+    assert main(off) == 0
+    result, reason = tick(lake, T0)
+    assert not result.run_requests and "switched off" in reason
+    # back on, with a higher bar: 150 new events are no longer enough
+    on = ["settings", "set", "continuous_learning=true", "min_new_events=200", "--by", "bob", "--reason", "x"]
+    assert main([*on, *data_dir]) == 0
+    result, reason = tick(lake, T0)
+    assert not result.run_requests and "150 new events" in reason
+    # reset to the resource's default (100): the loop runs
+    assert (
+        main(["settings", "set", "min_new_events=default", "--by", "bob", "--reason", "back", *data_dir]) == 0
+    )
+    result, reason = tick(lake, T0)
+    assert len(result.run_requests) == 1
+    # a bad value is refused, naming the field, and nothing is stored
+    capsys.readouterr()
+    assert main(["settings", "set", "max_iterations_per_day=0", "--by", "x", "--reason", "y", *data_dir]) == 2
+    assert "max_iterations_per_day" in capsys.readouterr().err
+    history = SettingsStore(paths).history()
+    assert history["by"].tolist() == ["bob", "bob", "bob", "alice"]
+    assert history["name"].tolist()[:1] == ["min_new_events"]
+    assert list(zip(history["old_value"], history["new_value"], strict=True))[0] == ("200", "100")
