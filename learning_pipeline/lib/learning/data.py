@@ -8,20 +8,29 @@ posteriors (success 1, partial its quality score or 0.5, else 0); "success" is t
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 
 import duckdb
 import pandas as pd
 
 from learning_pipeline.lib.bandit import thompson
-from learning_pipeline.lib.storage.sql_runner import SqlProject
+from learning_pipeline.lib.storage.sql_runner import SQL_ROOT, SqlProject
 from learning_pipeline.lib.storage.warehouse import quote_identifier, sql_literal, table_names
 
+
+def _graded_reward_sql() -> str:
+    """The reward expression of the staging model `stg_outcome_events`: the SQL is the rule's one home."""
+    text = (SQL_ROOT / "staging" / "stg_outcome_events.sql").read_text()
+    found = re.search(r"(case\s+status\b.*?\bend)\s+as\s+reward\b", text, re.S | re.I)
+    if found is None:
+        raise RuntimeError("stg_outcome_events.sql has no `case status ... end as reward` expression")
+    return " ".join(found.group(1).split())
+
+
 REWARD_SQL = {
-    # the bandit's rule (same as stg_outcome_events.reward and the posteriors)
-    "graded": "CASE status WHEN 'success' THEN 1.0 WHEN 'partial' THEN coalesce(quality_score, 0.5) ELSE 0.0 END",
-    # the plain success rate
-    "success": "CASE status WHEN 'success' THEN 1.0 ELSE 0.0 END",
+    "graded": _graded_reward_sql(),  # the bandit's rule, exactly as the posteriors see it
+    "success": "CASE status WHEN 'success' THEN 1.0 ELSE 0.0 END",  # the plain success rate
 }
 
 

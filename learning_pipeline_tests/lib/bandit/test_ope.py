@@ -80,11 +80,6 @@ def test_bad_inputs_raise_clear_errors():
         ope.LoggedData(("a",), np.zeros(2, int), np.zeros(2), np.array([0.0, 0.5]))
     with pytest.raises(ValueError, match="missing from the agent list"):
         ope.LoggedData.from_columns(["a", "zz"], [1.0, 0.0], agents=("a",))
-    with pytest.raises(ValueError, match="unknown status"):
-        ope.rewards_from_status(np.array(["success", "exploded"]))
-    assert ope.rewards_from_status(
-        np.array(["success", "partial", "timeout"]), np.array([0.0, 0.8, 0.3])
-    ).tolist() == [1.0, 0.8, 0.0]
 
 
 def test_calibration_scores():
