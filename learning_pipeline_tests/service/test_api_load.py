@@ -47,6 +47,7 @@ EXPECTED = {
     "performance": {200},
 }
 PG_PASSWORD = "pg-pa55-unused"
+AGENTS = ["coder_agent", "research_agent", "review_agent"]  # no model in the data directory: a cold start
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -102,10 +103,13 @@ def test_2000_requests_at_50_concurrent_get_no_server_error(tmp_path, state_url)
                 return (
                     kind,
                     None,
-                    client(PREDICT, {"task_type": "analysis", "context": {"complexity": "high"}})[0],
+                    client(
+                        PREDICT,
+                        {"task_type": "analysis", "context": {"c": "high"}, "candidate_agents": AGENTS},
+                    )[0],
                 )
             if kind == "too_large":
-                body = {"task_type": "analysis", "context": {"pad": "x" * 200}, "top_k": 1}
+                body = {"task_type": "analysis", "context": {"pad": "x" * 200}, "candidate_agents": AGENTS}
                 raw = json.dumps(body).encode()[:-1] + b" " * BODY_LIMIT + b"}"
                 return kind, None, client(PREDICT, raw)[0]
             if kind == "metrics":

@@ -27,6 +27,7 @@ from learning_pipeline_tests.service._client import (
 
 PASSWORD = "pa55-w0rd-xyzzy"
 MIB = 1024 * 1024
+AGENTS = ["coder_agent", "research_agent", "review_agent"]  # the data directory has no model: a cold start
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,7 @@ def _head(path: str, **headers) -> str:
 
 def _padded(size: int) -> bytes:
     """A valid agent-selection body of exactly `size` bytes (JSON padded with spaces)."""
-    core = json.dumps({"task_type": "analysis", "top_k": 2}).encode()
+    core = json.dumps({"task_type": "analysis", "top_k": 2, "candidate_agents": AGENTS}).encode()
     return core[:-1] + b" " * (size - len(core)) + b"}"
 
 
@@ -182,14 +183,18 @@ def test_a_chunked_body_is_counted_as_it_streams(guarded):
     ],
 )
 def test_context_keys_and_values_are_bounded(guarded, context, named):
-    status, body = call(guarded.base, PREDICT, {"task_type": "analysis", "context": context})
+    status, body = call(
+        guarded.base, PREDICT, {"task_type": "analysis", "context": context, "candidate_agents": AGENTS}
+    )
     assert status == 422
     assert "body.context" in body["message"] and named in body["message"]
 
 
 def test_context_at_the_bounds_is_served(guarded):
     context = {f"{i:02d}" + "k" * 62: "v" * 256 for i in range(50)}
-    status, body = call(guarded.base, PREDICT, {"task_type": "analysis", "context": context})
+    status, body = call(
+        guarded.base, PREDICT, {"task_type": "analysis", "context": context, "candidate_agents": AGENTS}
+    )
     assert status == 200 and body["recommendations"] is not None
 
 

@@ -115,7 +115,7 @@ class AlertStore:
         state_url: str | None = None,
     ):
         self.paths = paths
-        self.lock_timeout_seconds = lock_timeout_seconds  # kept for callers; the store's writers queue
+        self.lock_timeout_seconds = lock_timeout_seconds  # how long a write waits for the table's writers
         self.dedup = timedelta(hours=dedup_hours)
         self.store: StateStore = open_state_store(paths, state_url)
         self.store.ensure(ALERTS_TABLE)
@@ -132,7 +132,7 @@ class AlertStore:
         now = _utc(now or utc_now())
         # a milestone is reached once: any earlier alert with its key suppresses it
         since = datetime(1970, 1, 1, tzinfo=UTC) if alert.alert_type == "MILESTONE" else now - self.dedup
-        with self.store.write(ALERTS_TABLE.name) as tx:
+        with self.store.write(ALERTS_TABLE.name, self.lock_timeout_seconds) as tx:
             recent = tx.execute(
                 "SELECT count(*) FROM agent_alerts WHERE dedup_key = ? AND (NOT acknowledged OR created_at > ?)",
                 [alert.dedup_key, since],
@@ -157,7 +157,7 @@ class AlertStore:
         """Acknowledge one alert; raises AlertNotFound or AlertAlreadyAcknowledged (both ValueError)."""
         if not by or not by.strip():
             raise ValueError("acknowledging an alert needs a name (--by)")
-        with self.store.write(ALERTS_TABLE.name) as tx:
+        with self.store.write(ALERTS_TABLE.name, self.lock_timeout_seconds) as tx:
             found = tx.execute("SELECT acknowledged FROM agent_alerts WHERE id = ?", [alert_id]).fetchone()
             if found is None:
                 raise AlertNotFound(f"no alert with id {alert_id}")
@@ -172,7 +172,7 @@ class AlertStore:
         return row
 
     def mark_notified(self, alert_id: str) -> None:
-        with self.store.write(ALERTS_TABLE.name) as tx:
+        with self.store.write(ALERTS_TABLE.name, self.lock_timeout_seconds) as tx:
             tx.execute("UPDATE agent_alerts SET notified = ? WHERE id = ?", [True, alert_id])
             tx.after_commit(self._publish)
 
@@ -221,7 +221,7 @@ class AlertStore:
         legacy = self.paths.root / "autonomy" / "alerts.duckdb"
         if not legacy.exists():
             return
-        with self.store.write(ALERTS_TABLE.name) as tx:
+        with self.store.write(ALERTS_TABLE.name, self.lock_timeout_seconds) as tx:
             if not legacy.exists():  # another writer imported it meanwhile
                 return
             with duckdb.connect(str(legacy), read_only=True) as con:

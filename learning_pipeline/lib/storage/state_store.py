@@ -23,6 +23,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,12 @@ from learning_pipeline.lib.storage.lake import LakePaths
 
 STATE_URL_ENV = "LEARNING_PIPELINE_STATE_URL"
 POOL_SIZE_ENV = "LEARNING_PIPELINE_STATE_POOL_SIZE"
+LOCK_TIMEOUT_SECONDS = 60.0
+
+
+class StateStoreBusy(TimeoutError):
+    """A writer waited longer than its timeout for a table's writer lock."""
+
 
 _TYPES = {
     # logical type: (SQLite, PostgreSQL, pandas dtype, arrow type)
@@ -187,10 +194,17 @@ class StateStore:
         yield
 
     @contextmanager
-    def write(self, table: str) -> Iterator[Tx]:
-        """A transaction that holds `table`'s writer lock; committed on success, rolled back on error."""
+    def write(self, table: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[Tx]:
+        """A transaction that holds `table`'s writer lock (waiting at most `timeout` seconds for it, then
+        StateStoreBusy); committed on success, rolled back on error."""
         raise NotImplementedError
         yield
+
+    def _busy(self, table: str, timeout: float) -> StateStoreBusy:
+        return StateStoreBusy(
+            f"waited {timeout:g} s for the writer lock of table {table} in {self.describe()}: another writer "
+            "holds it (a hung process?)"
+        )
 
     def ensure(self, spec: TableSpec) -> None:
         """Create the table and its indexes once per store."""
@@ -243,18 +257,33 @@ class SqliteStateStore(StateStore):
             con.close()
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with self._thread_lock, open(self.path.with_name(self.path.name + ".lock"), "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self, table: str, timeout: float) -> Iterator[None]:
+        deadline = time.monotonic() + timeout
+        if not self._thread_lock.acquire(timeout=timeout):  # threads of this process queue here
+            raise self._busy(table, timeout)
+        try:
+            with open(self.path.with_name(self.path.name + ".lock"), "a+") as handle:
+                delay = 0.002
+                while True:  # one thread per process polls for the lock shared with other processes
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise self._busy(table, timeout) from None
+                        time.sleep(delay)
+                        delay = min(delay * 2, 0.05)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
 
     @contextmanager
-    def write(self, table: str) -> Iterator[Tx]:
+    def write(self, table: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[Tx]:
         # one lock for every table: SQLite has one writer per file anyway
-        with self._locked():
+        with self._locked(table, timeout):
             con = self._connect()
             try:
                 tx = Tx(con.cursor(), self.dialect)
@@ -308,10 +337,18 @@ class PostgresStateStore(StateStore):
             yield Tx(cur, self.dialect)
 
     @contextmanager
-    def write(self, table: str) -> Iterator[Tx]:
+    def write(self, table: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[Tx]:
+        import psycopg2.errors
+
         key = f"learning_pipeline.state.{table}"
         with self._connection() as con, con.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+            cur.execute("SELECT set_config('lock_timeout', %s, false)", [f"{max(1, int(timeout * 1000))}ms"])
+            try:  # writers queue on the advisory lock in arrival order
+                cur.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+            except psycopg2.errors.LockNotAvailable:
+                raise self._busy(table, timeout) from None
+            finally:
+                cur.execute("SELECT set_config('lock_timeout', '0', false)")
             try:
                 tx = Tx(cur, self.dialect)
                 cur.execute("BEGIN")

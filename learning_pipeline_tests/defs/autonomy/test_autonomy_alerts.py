@@ -24,7 +24,7 @@ from learning_pipeline.lib.autonomy.alerts import (
     raise_and_notify,
 )
 from learning_pipeline.lib.storage.lake import LakePaths
-from learning_pipeline.lib.storage.state_store import STATE_URL_ENV, close_state_stores
+from learning_pipeline.lib.storage.state_store import STATE_URL_ENV, StateStoreBusy, close_state_stores
 from learning_pipeline.lib.storage.warehouse import lake_connection
 from learning_pipeline_tests._postgres_state import postgres_state_url
 
@@ -224,3 +224,37 @@ def test_alerts_of_the_former_duckdb_store_are_imported_once(lake, backend):
 
 def milestone_alert():
     return Alert("MILESTONE", "INFO", "10 learning cycles", "ten", dedup_key="MILESTONE:cycles:10")
+
+
+def _hold_the_writer_lock(root: str, state_url: str | None, holding, release) -> None:
+    import os
+
+    if state_url:
+        os.environ[STATE_URL_ENV] = state_url
+    store = AlertStore(LakePaths.at(root))
+    with store.store.write("agent_alerts"):
+        holding.set()
+        release.wait(120)
+
+
+def test_readers_go_on_while_a_writer_hangs_and_writers_give_up_with_a_clear_error(lake, backend):
+    import os
+
+    store = AlertStore(lake.paths, lock_timeout_seconds=1.0)
+    first = store.raise_alert(milestone_alert(), now=NOW)
+    ctx = multiprocessing.get_context("spawn")
+    holding, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(
+        target=_hold_the_writer_lock, args=(lake.data_dir, os.environ.get(STATE_URL_ENV), holding, release)
+    )
+    holder.start()
+    try:
+        assert holding.wait(120)
+        assert list(store.list()["id"]) == [first["id"]]  # readers are not blocked by the writer
+        with pytest.raises(StateStoreBusy, match="writer lock of table agent_alerts"):
+            store.raise_alert(Alert("ERROR", "WARNING", "t", "m", dedup_key="while-busy"), now=NOW)
+    finally:
+        release.set()
+        holder.join(60)
+    assert holder.exitcode == 0
+    assert store.raise_alert(Alert("ERROR", "WARNING", "t", "m", dedup_key="while-busy"), now=NOW) is not None
