@@ -2,6 +2,9 @@
 
 For partition D: the candidate is trained on the `window_days` before the cut-off D - eval_days + 1 and
 evaluated on [cut-off, D]; the MLflow run, the registered version and its aliases follow the eval gate.
+A day without held-out events is a quiet day, not a failure: every asset ends with `skipped` metadata and the
+reason ("no held-out events on D: nothing to evaluate"), nothing is trained or registered, and
+learning_events records a `cycle_skipped` event.
 """
 
 import dagster as dg
@@ -12,6 +15,7 @@ from learning_pipeline.defs.metadata import markdown_table
 from learning_pipeline.defs.models.resources import MlflowResource
 from learning_pipeline.defs.partitions import daily_partitions
 from learning_pipeline.defs.resources import LakeResource
+from learning_pipeline.defs.summary import links
 from learning_pipeline.lib.storage.warehouse import lake_connection
 
 cycle = lazy_module("learning_pipeline.lib.learning.cycle")
@@ -37,9 +41,26 @@ class CandidateConfig(dg.Config):
 class EvaluationConfig(dg.Config):
     n_bootstrap: int = 500
     seed: int = 0
-    min_improvement: float = 0.02
-    max_regression: float = 0.01
+    # the eval gate (lib/bandit/gate.py): accept only if the lower bound of the paired interval of the
+    # improvement exceeds max(0, min_relative_improvement x the baseline's value)
+    min_relative_improvement: float = 0.01
+    max_regression: float = 0.01  # absolute: the interval may not reach a larger regression
+    min_improvement: float = 0.0  # optional absolute floor on the point estimate (0: off)
+    min_events: int = 50
+    min_effective_sample_size: float = 30.0
+    max_weight: float | None = 100.0  # importance-weight clipping for IPS/SNIPS/DR (None: off)
     min_propensity_coverage: float = 0.95
+    eval_top_k: int = 3  # the served top-k list replayed per policy: top3_hit_rate, top3_replay, ...
+
+
+def _skipped(reason: str) -> dict:
+    return {"skipped": True, "reason": reason, "registered": False}
+
+
+def _quiet_day(paths, partition: str) -> str | None:
+    """The skip reason of a partition whose held-out day has no events (default window), else None."""
+    with lake_connection(paths) as con:
+        return cycle.skip_reason(con, cycle.Window.for_partition(partition, _cycle_config(CandidateConfig())))
 
 
 def _cycle_config(
@@ -67,6 +88,10 @@ def candidate_policy(
     cfg = _cycle_config(config)
     window = cycle.Window.for_partition(context.partition_key, cfg)
     with lake_connection(paths) as con:
+        reason = cycle.skip_reason(con, window)
+        if reason is not None:
+            context.log.info(f"learning cycle {context.partition_key} skipped: {reason}")
+            return dg.MaterializeResult(metadata=_skipped(reason))
         trained = cycle.train_candidate(con, window, cfg)
     directory = cycle.save_candidate(paths, context.partition_key, trained)
     policy = trained.policy
@@ -103,6 +128,11 @@ def policy_evaluation(
 ) -> dg.MaterializeResult:
     paths = lake.paths
     partition = context.partition_key
+    cycle.evaluation_path(paths, partition).unlink(missing_ok=True)  # never register a stale evaluation
+    if not cycle.candidate_dir(paths, partition).joinpath("policy.json").exists():
+        reason = _quiet_day(paths, partition)
+        if reason is not None:  # candidate_policy skipped the day
+            return dg.MaterializeResult(metadata=_skipped(reason))
     candidate, _ = cycle.load_candidate(paths, partition)
     cfg = cycle.CycleConfig(
         **{k: v for k, v in candidate.params.items() if k in cycle.CycleConfig.__dataclass_fields__},
@@ -113,8 +143,11 @@ def policy_evaluation(
     with registry.tracking(mlflow.uri) as client:
         champion_version = registry.current_champion(client)
     champion = registry.load_policy(mlflow.uri, champion_version) if champion_version is not None else None
-    with lake_connection(paths) as con:
-        result, _, n = cycle.evaluate_window(con, window, cfg, candidate, champion)
+    try:
+        with lake_connection(paths) as con:
+            result, _, n = cycle.evaluate_window(con, window, cfg, candidate, champion)
+    except cycle.NoHeldOutEvents as exc:
+        return dg.MaterializeResult(metadata=_skipped(str(exc)))
     cycle.save_evaluation(paths, partition, result, champion_version)
     gate = result.gate
     rows = [
@@ -139,9 +172,24 @@ def policy_evaluation(
             "baseline_score": gate.baseline_score,
             "improvement": gate.improvement,
             "improvement_interval": f"[{gate.improvement_ci_low:+.4f}, {gate.improvement_ci_high:+.4f}]",
+            "improvement_ci_low": dg.MetadataValue.float(float(gate.improvement_ci_low)),
+            **(
+                {"champion_score": dg.MetadataValue.float(float(gate.baseline_score))}
+                if champion_version is not None
+                else {}
+            ),
+            # the @champion version this candidate was compared with (none: the uniform-random baseline)
+            **links.mlflow_link_metadata(
+                mlflow.uri, model_name=registry.REGISTERED_MODEL, version=champion_version, prefix="champion"
+            ),
             "held_out_events": n,
             "propensity_coverage": result.evaluation.propensity_coverage,
             "calibration": dg.MetadataValue.json(result.calibration),
+            "gate_rule": gate.rule or "accepted",
+            # per policy: ESS / max weight / clipped share of the importance weights, served top-k replay
+            "diagnostics": dg.MetadataValue.json(
+                {p: {k: round(v, 6) for k, v in d.items()} for p, d in result.evaluation.diagnostics.items()}
+            ),
             "estimates": markdown_table(pd.DataFrame(rows).round(4)),
         }
     )
@@ -172,6 +220,18 @@ def model_versions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow
     """Log the evaluation run to MLflow, register the candidate, move @challenger / @champion by the gate."""
     paths = lake.paths
     partition = context.partition_key
+    if not cycle.evaluation_path(paths, partition).exists():
+        reason = _quiet_day(paths, partition)
+        if reason is not None:  # a quiet day: record why, register nothing
+            cycle.record_skip(paths, partition, reason, context.run.run_id)
+            versions = cycle.write_model_versions(paths, mlflow.uri)
+            yield dg.MaterializeResult(
+                asset_key="model_versions", metadata={**_skipped(reason), "dagster/row_count": len(versions)}
+            )
+            yield dg.MaterializeResult(
+                asset_key="learning_events", metadata={**_skipped(reason), "event_type": "cycle_skipped"}
+            )
+            return
     candidate, daily = cycle.load_candidate(paths, partition)
     result, champion_version = cycle.load_evaluation(paths, partition)
     registered = cycle.register(
@@ -198,6 +258,13 @@ def model_versions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow
             else -1,
             "mlflow_run_id": registered.run_id,
             "model_uri": registered.model_uri,
+            **links.mlflow_link_metadata(
+                mlflow.uri,
+                run_id=registered.run_id,
+                experiment_id=links.experiment_of_run(mlflow.uri, registered.run_id),
+                model_name=registry.REGISTERED_MODEL,
+                version=registered.version,
+            ),
             "dagster/row_count": len(versions),
             "versions": markdown_table(
                 versions[["version_number", "status", "parent_version", "gate", "improvement", "aliases"]]

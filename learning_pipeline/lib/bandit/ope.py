@@ -32,6 +32,15 @@ the n_P events with a propensity.
                   V_DM = (1 / n) sum_i sum_a pi(a | x_i) q(x_i, a).
               Only as good as the reward model; labelled as model-based.
 
+Weight clipping (Ionides 2008; Bottou et al. 2013): IPS, SNIPS and DR use w_i = min(pi(a_i | x_i) / p_i,
+``max_weight``) (default ``DEFAULT_MAX_WEIGHT`` = 100; ``None`` turns clipping off). A clipped weight trades a
+small downward bias for bounded variance when a logging propensity is tiny. Every evaluation reports per
+policy (``PolicyEvaluation.diagnostics``): ``ess`` = (sum w)^2 / sum w^2, the Kish effective sample size of
+the weights actually used, ``ess_share`` = ess / n_P, ``max_weight`` (the largest weight before clipping),
+``clipped_share`` (share of the n_P events whose weight was clipped), and ``replay_ess``, the Kish effective
+sample size of the replay weights pi(a_i | x_i). The weights are the same for IPS, SNIPS and DR, so one
+set of diagnostics per policy serves the three estimators.
+
 Every estimator is a ratio of two sums of per-event terms, so one bootstrap serves all: events are
 split into at most ``max_groups`` random groups, per-group sums are resampled with multinomial counts
 (exact iid bootstrap when n <= max_groups, a random-block bootstrap otherwise), with a fixed seed.
@@ -52,6 +61,10 @@ References
 - Adith Swaminathan and Thorsten Joachims. "The Self-Normalized Estimator for Counterfactual Learning."
   NeurIPS, 2015.
 - Alina Beygelzimer and John Langford. "The Offset Tree for Learning with Partial Labels." KDD, 2009.
+- Edward L. Ionides. "Truncated Importance Sampling." Journal of Computational and Graphical Statistics
+  17(2), 2008.
+- Leon Bottou et al. "Counterfactual Reasoning and Learning Systems." JMLR 14, 2013 (clipped weights, ESS).
+- Leslie Kish. "Survey Sampling." Wiley, 1965 (effective sample size of weights).
 - Bradley Efron and Robert J. Tibshirani. "An Introduction to the Bootstrap." Chapman & Hall, 1993.
 """
 
@@ -70,27 +83,10 @@ ESTIMATOR_LABELS = {
     "dm": "direct method: reward-model prediction, no propensities (model-based, can be biased)",
 }
 PROPENSITY_ESTIMATORS = ("ips", "snips", "dr")
+DEFAULT_MAX_WEIGHT = 100.0  # importance weights above this are clipped (IPS, SNIPS, DR)
 
-# Reward of an event: success = 1, failure / timeout = 0, partial = its quality_score (0.5 without one).
-PARTIAL_DEFAULT_REWARD = 0.5
-
-
-def rewards_from_status(status: np.ndarray, quality_score: np.ndarray | None = None) -> np.ndarray:
-    """Map statuses (success/failure/partial/timeout) to rewards in [0, 1]; unknown statuses raise."""
-    status = np.asarray(status, dtype=object).astype(str)
-    reward = np.full(status.shape, np.nan)
-    reward[status == "success"] = 1.0
-    reward[(status == "failure") | (status == "timeout")] = 0.0
-    partial = status == "partial"
-    if quality_score is not None:
-        q = np.asarray(quality_score, dtype=float)
-        reward[partial] = np.where(np.isnan(q[partial]), PARTIAL_DEFAULT_REWARD, np.clip(q[partial], 0, 1))
-    else:
-        reward[partial] = PARTIAL_DEFAULT_REWARD
-    bad = np.isnan(reward)
-    if bad.any():
-        raise ValueError(f"unknown status values: {sorted(set(status[bad].tolist()))[:5]}")
-    return reward
+# Rewards come in as numbers: the rule that turns outcomes into rewards lives in one place, the staging
+# model `stg_outcome_events.sql` (read by `lib/learning/data.py`).
 
 
 @dataclass(frozen=True)
@@ -174,6 +170,9 @@ class PolicyEvaluation:
     propensity_coverage: float = 0.0
     n_bootstrap: int = 0
     confidence: float = 0.95
+    # policy -> ess, ess_share, max_weight, clipped_share, replay_ess (see the module docstring)
+    diagnostics: dict[str, dict[str, float]] = field(default_factory=dict)
+    max_weight: float | None = DEFAULT_MAX_WEIGHT
 
     def value(self, policy: str, estimator: str | None = None) -> Estimate:
         return self.estimates[policy][estimator or self.gate_estimator]
@@ -195,7 +194,21 @@ class PolicyEvaluation:
                 out[f"{policy}_minus_{self.reference}.{name}"] = est.value
                 out[f"{policy}_minus_{self.reference}.{name}_ci_low"] = est.ci_low
                 out[f"{policy}_minus_{self.reference}.{name}_ci_high"] = est.ci_high
+        for policy, diag in self.diagnostics.items():
+            for name, value in diag.items():
+                out[f"{policy}.{name}"] = value
         return out
+
+    def effective_sample_size(self, policy: str, estimator: str | None = None) -> float:
+        """Kish ESS of the weights behind `policy`'s estimate: importance weights for IPS/SNIPS/DR, the
+        replay weights for replay, n for the direct method; NaN when no diagnostics were computed."""
+        est = estimator or self.gate_estimator
+        diag = self.diagnostics.get(policy, {})
+        if est in PROPENSITY_ESTIMATORS:
+            return float(diag.get("ess", float("nan")))
+        if est == "replay":
+            return float(diag.get("replay_ess", float("nan")))
+        return float(self.n_events)
 
 
 def choose_gate_estimator(propensity_coverage: float, min_coverage: float = 0.95) -> str:
@@ -213,13 +226,47 @@ def _check_probs(target_probs: np.ndarray, n: int, k: int, name: str) -> np.ndar
     return probs
 
 
+def _kish(weights: np.ndarray) -> float:
+    """Kish effective sample size (sum w)^2 / sum w^2 of non-negative weights (n,); 0 when all are 0."""
+    sq = float(np.square(weights).sum())
+    return float(weights.sum()) ** 2 / sq if sq > 0 else 0.0
+
+
+def weight_diagnostics(
+    data: LoggedData, probs: np.ndarray, max_weight: float | None = DEFAULT_MAX_WEIGHT
+) -> dict[str, float]:
+    """ess, ess_share, max_weight (before clipping), clipped_share of the importance weights
+    pi(a_i | x_i) / p_i over the events with a propensity, and replay_ess of pi(a_i | x_i) over all
+    events; probs: (n, k) target probabilities. See the module docstring."""
+    pi_a = probs[np.arange(data.n), data.actions]
+    out = {"replay_ess": _kish(pi_a)}
+    with_prop = ~np.isnan(data.propensities)
+    if with_prop.any():
+        raw = pi_a[with_prop] / data.propensities[with_prop]
+        cap = np.inf if max_weight is None else max_weight
+        used = np.minimum(raw, cap)
+        ess = _kish(used)
+        out.update(
+            ess=ess,
+            ess_share=ess / len(raw),
+            max_weight=float(raw.max()),
+            clipped_share=float((raw > cap).mean()),
+        )
+    return out
+
+
 def _terms(
-    data: LoggedData, probs: np.ndarray, reward_model: np.ndarray | None, with_propensity: np.ndarray
+    data: LoggedData,
+    probs: np.ndarray,
+    reward_model: np.ndarray | None,
+    with_propensity: np.ndarray,
+    max_weight: float | None = DEFAULT_MAX_WEIGHT,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-event (numerator, denominator) terms, each (n,); each estimator = sum(num) / sum(den).
 
-    replay: (pi_a r, pi_a); dm: (sum_a pi q, 1); with propensities (m_i = 1 for i in P, else 0):
-    ips: (m w r, m); snips: (m w r, m w); dr: (m (dm + w (r - q_a)), m). See the module docstring.
+    replay: (pi_a r, pi_a); dm: (sum_a pi q, 1); with propensities (m_i = 1 for i in P, else 0) and the
+    clipped weight w = min(pi_a / p, max_weight): ips: (m w r, m); snips: (m w r, m w);
+    dr: (m (dm + w (r - q_a)), m). See the module docstring.
     """
     n = data.n
     rows = np.arange(n)
@@ -236,6 +283,8 @@ def _terms(
         m = with_propensity.astype(float)
         p = np.where(with_propensity, data.propensities, 1.0)
         w = m * pi_a / p
+        if max_weight is not None:
+            w = np.minimum(w, max_weight)
         terms["ips"] = (w * r, m)
         terms["snips"] = (w * r, w)
         if reward_model is not None:
@@ -278,6 +327,7 @@ def evaluate_policies(
     seed: int = 0,
     max_groups: int = 4096,
     min_propensity_coverage: float = 0.95,
+    max_weight: float | None = DEFAULT_MAX_WEIGHT,
 ) -> PolicyEvaluation:
     """Estimate each target policy's value with every applicable estimator, with bootstrap intervals.
 
@@ -292,11 +342,13 @@ def evaluate_policies(
         resamples.
     n_bootstrap: B resamples (0: no intervals). confidence: the interval's mass, in [0, 1]. seed: of the
         resamples. max_groups >= 1: see `_bootstrap_sums`. min_propensity_coverage: see the gate.
+    max_weight: importance weights are clipped to it for IPS, SNIPS and DR (None: no clipping).
 
     Returns
     -------
     PolicyEvaluation: per policy and estimator an `Estimate` (value, ci_low, ci_high, contributing
-    events); with a reference, the paired differences; the gate estimator.
+    events); with a reference, the paired differences; the gate estimator; per policy the weight
+    diagnostics (ESS, max weight, clipped share).
     """
     n, k = data.n, len(data.agents)
     if n == 0:
@@ -305,16 +357,17 @@ def evaluate_policies(
         raise ValueError("confidence must be within [0, 1]")
     if max_groups < 1:
         raise ValueError("max_groups must be >= 1")
+    if max_weight is not None and not max_weight > 0:
+        raise ValueError("max_weight must be > 0 (or None for no clipping)")
     if reward_model is not None:
         reward_model = np.clip(np.asarray(reward_model, dtype=float), 0.0, 1.0)
         if reward_model.shape != (n, k):
             raise ValueError(f"reward model must have shape ({n}, {k}), got {reward_model.shape}")
     with_prop = ~np.isnan(data.propensities)
     names = list(target_probs)
-    per_policy = {
-        name: _terms(data, _check_probs(target_probs[name], n, k, name), reward_model, with_prop)
-        for name in names
-    }
+    checked = {name: _check_probs(target_probs[name], n, k, name) for name in names}
+    per_policy = {name: _terms(data, checked[name], reward_model, with_prop, max_weight) for name in names}
+    diagnostics = {name: weight_diagnostics(data, checked[name], max_weight) for name in names}
     layout: list[tuple[str, str]] = [(p, e) for p in names for e in per_policy[p]]
     cols = np.empty((n, 2 * len(layout)))
     for j, (p, e) in enumerate(layout):
@@ -377,7 +430,38 @@ def evaluate_policies(
         propensity_coverage=coverage,
         n_bootstrap=n_bootstrap,
         confidence=confidence,
+        diagnostics=diagnostics,
+        max_weight=max_weight,
     )
+
+
+def top_k_metrics(data: LoggedData, probs: np.ndarray, k: int = 3) -> dict[str, float]:
+    """The top-k list as the API serves it, replayed on logged events; probs: (n, k_agents) pi(a | x_i).
+
+    The API draws the first agent from pi and lists the others by descending probability (ties: agent
+    order). The logged agent a_i with 0-based rank r_i in that order is therefore in the served list with
+    probability  c_i = 1 if r_i < k - 1;  sum of the k largest pi(. | x_i) if r_i = k - 1;  pi(a_i | x_i)
+    otherwise  (for k = 1, c_i = pi(a_i | x_i), the replay weight). Returns, with k in the names:
+    ``top{k}_hit_rate`` = mean c_i (share of events whose agent the list offers), ``top{k}_replay`` =
+    sum c_i r_i / sum c_i (mean reward of the offered agents, replay-style; unbiased for uniform logging
+    only) and ``top{k}_success_recall`` = mean c_i over the events with reward 1.
+    """
+    n, m = probs.shape
+    k = max(1, min(int(k), m))
+    rows = np.arange(n)
+    order = np.argsort(-probs, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    rank[rows[:, None], order] = np.arange(m)
+    r_a = rank[rows, data.actions]
+    top_mass = np.take_along_axis(probs, order[:, :k], axis=1).sum(axis=1)
+    pi_a = probs[rows, data.actions]
+    c = np.where(r_a < k - 1, 1.0, np.where(r_a == k - 1, top_mass, pi_a))
+    success = data.rewards >= 1.0
+    return {
+        f"top{k}_hit_rate": float(c.mean()) if n else float("nan"),
+        f"top{k}_replay": float((c * data.rewards).sum() / c.sum()) if c.sum() > 0 else float("nan"),
+        f"top{k}_success_recall": float(c[success].mean()) if success.any() else float("nan"),
+    }
 
 
 def one_hot(choice: np.ndarray, k: int) -> np.ndarray:

@@ -18,9 +18,8 @@ Posterior scoring: `thompson.Recommender` (most specific context bucket -> task 
 from __future__ import annotations
 
 import json
-import math
 import pickle
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from learning_pipeline.lib.bandit import exploration, ope, thompson
+from learning_pipeline.lib.bandit import gate as gate_rules
+from learning_pipeline.lib.bandit.gate import GateDecision, eval_gate  # noqa: F401 (re-exported)
 
 BROAD = thompson.ALL
 DEFAULT_CONTEXT_KEYS = ("complexity", "domain")
@@ -339,68 +340,7 @@ def weighted_log_loss(pred: np.ndarray, reward_sum: np.ndarray, n: np.ndarray) -
 # ---- the eval gate --------------------------------------------------------------------------------
 
 
-@dataclass
-class GateDecision:
-    accepted: bool
-    reason: str
-    estimator: str
-    baseline_kind: str  # "champion" or "uniform_random"
-    candidate_score: float
-    baseline_score: float
-    improvement: float
-    improvement_ci_low: float
-    improvement_ci_high: float
-    min_improvement: float
-    max_regression: float
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def eval_gate(
-    evaluation: ope.PolicyEvaluation,
-    candidate: str = "candidate",
-    baseline: str = "champion",
-    baseline_kind: str = "champion",
-    min_improvement: float = 0.02,
-    max_regression: float = 0.01,
-) -> GateDecision:
-    """Accept iff the estimated improvement >= min_improvement and the lower bound of its paired
-    interval is >= -max_regression (the interval does not show a regression beyond max_regression)."""
-    est = evaluation.gate_estimator
-    diff = evaluation.difference(candidate, est)
-    cand = evaluation.value(candidate, est)
-    base = evaluation.value(baseline, est)
-    common = dict(
-        estimator=est,
-        baseline_kind=baseline_kind,
-        candidate_score=cand.value,
-        baseline_score=base.value,
-        improvement=diff.value,
-        improvement_ci_low=diff.ci_low,
-        improvement_ci_high=diff.ci_high,
-        min_improvement=min_improvement,
-        max_regression=max_regression,
-    )
-    if not math.isfinite(diff.value):
-        return GateDecision(False, f"no estimate: {est} has no usable held-out events", **common)
-    if diff.value < min_improvement:
-        return GateDecision(
-            False,
-            f"improvement {diff.value:+.4f} over the {baseline_kind} ({est}) is below min_improvement {min_improvement}",
-            **common,
-        )
-    if diff.ci_low < -max_regression:
-        return GateDecision(
-            False,
-            f"interval of the improvement reaches {diff.ci_low:+.4f} < -max_regression {max_regression} ({est})",
-            **common,
-        )
-    return GateDecision(
-        True,
-        f"improvement {diff.value:+.4f} [{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] over the {baseline_kind} ({est})",
-        **common,
-    )
+# GateDecision and eval_gate live in lib/bandit/gate.py (rules documented there); re-exported here.
 
 
 # ---- held-out evaluation --------------------------------------------------------------------------
@@ -449,6 +389,9 @@ class CycleEvaluation:
             "improvement": self.gate.improvement,
             "improvement_ci_low": self.gate.improvement_ci_low,
             "improvement_ci_high": self.gate.improvement_ci_high,
+            "relative_improvement": self.gate.relative_improvement,
+            "gate_threshold": self.gate.threshold,
+            "gate_effective_sample_size": self.gate.effective_sample_size,
             "samples": float(self.n_events),
             "propensity_coverage": self.evaluation.propensity_coverage,
             "accepted": float(self.gate.accepted),
@@ -482,17 +425,24 @@ def evaluate_candidate(
     candidate_agents: Any = None,
     n_bootstrap: int = 500,
     seed: int = 0,
-    min_improvement: float = 0.02,
-    max_regression: float = 0.01,
+    min_improvement: float = gate_rules.DEFAULT_MIN_IMPROVEMENT,
+    max_regression: float = gate_rules.DEFAULT_MAX_REGRESSION,
     min_propensity_coverage: float = 0.95,
     confidence: float = 0.95,
     keep_targets: bool = False,
+    min_relative_improvement: float = gate_rules.DEFAULT_MIN_RELATIVE_IMPROVEMENT,
+    min_events: int = gate_rules.DEFAULT_MIN_EVENTS,
+    min_effective_sample_size: float = gate_rules.DEFAULT_MIN_EFFECTIVE_SAMPLE_SIZE,
+    max_weight: float | None = ope.DEFAULT_MAX_WEIGHT,
+    top_k: int = 3,
 ) -> CycleEvaluation:
     """Evaluate candidate vs champion (or uniform random when there is none) on held-out events.
 
     events: columns task_type, <context keys>, agent_name, reward, selection_propensity (optional).
     candidate_agents: the events' candidate lists (Arrow list array or sequence; None = not logged), else
-    an events column of that name is used.
+    an events column of that name is used. The gate settings are those of `gate.eval_gate`; max_weight
+    clips the importance weights (`ope.evaluate_policies`); top_k: the served list length replayed per
+    policy (`ope.top_k_metrics`, in the evaluation's diagnostics).
     """
     if events.empty:
         raise ValueError("no held-out events after the cut-off")
@@ -568,7 +518,20 @@ def evaluate_candidate(
         seed=seed,
         min_propensity_coverage=min_propensity_coverage,
         confidence=confidence,
+        max_weight=max_weight,
     )
-    gate = eval_gate(evaluation, "candidate", baseline, kind, min_improvement, max_regression)
+    for name, probs in targets.items():  # the top-k lists as served, replayed (logged per cycle)
+        evaluation.diagnostics.setdefault(name, {}).update(ope.top_k_metrics(data, probs, top_k))
+    gate = eval_gate(
+        evaluation,
+        "candidate",
+        baseline,
+        kind,
+        min_improvement=min_improvement,
+        max_regression=max_regression,
+        min_relative_improvement=min_relative_improvement,
+        min_events=min_events,
+        min_effective_sample_size=min_effective_sample_size,
+    )
     kept = targets if keep_targets else {}
     return CycleEvaluation(evaluation, gate, calibration, universe, data.n, target_probabilities=kept)

@@ -11,6 +11,9 @@ agent's interactions with each of them) is fitted on
 the first part of the training window and kept only if its log loss on the last `validation_days` of the
 window beats the posteriors fitted on the same part; then it is refitted on the whole window.
 
+A window whose held-out days have no events is skipped, not failed (`skip_reason`, `NoHeldOutEvents`):
+nothing is trained, evaluated or registered, and a `cycle_skipped` learning event records the reason.
+
 Tables kept in the lake (Parquet, queryable with `warehouse.lake_connection`):
     lake/model_versions/data.parquet        rewritten from the MLflow registry after every change
     lake/learning_events/<time>-<id>.parquet one file per learning event (evaluation, rollback)
@@ -56,7 +59,7 @@ LEARNING_EVENT_SCHEMA = pa.schema(
         pa.field("model_version_id", pa.string()),
         pa.field(
             "event_type", pa.string(), nullable=False
-        ),  # evaluation_accepted / evaluation_rejected / rollback
+        ),  # evaluation_accepted / evaluation_rejected / cycle_skipped / rollback
         pa.field("batch_size", pa.int64()),
         pa.field("samples_processed", pa.int64()),
         pa.field("metrics_before", pa.string()),
@@ -87,9 +90,16 @@ class CycleConfig:
     reward_rule: str = "graded"
     n_bootstrap: int = 500
     seed: int = 0
-    min_improvement: float = 0.02
-    max_regression: float = 0.01
+    # the eval gate (rules in lib/bandit/gate.py): the lower bound of the paired interval of the improvement
+    # must exceed max(0, min_relative_improvement x the baseline's value)
+    min_relative_improvement: float = 0.01
+    max_regression: float = 0.01  # the interval may not reach a regression larger than this (absolute)
+    min_improvement: float = 0.0  # optional absolute floor on the point estimate (0: off)
+    min_events: int = 50  # events contributing to the gate's estimate
+    min_effective_sample_size: float = 30.0  # Kish ESS of the gate estimator's weights
+    max_weight: float | None = 100.0  # importance weights are clipped to this for IPS/SNIPS/DR
     min_propensity_coverage: float = 0.95
+    eval_top_k: int = 3  # length of the served top-k list replayed per policy (top3_hit_rate, top3_replay)
 
     def __post_init__(self):
         self.context_keys = tuple(self.context_keys)
@@ -122,6 +132,46 @@ class Window:
             "cutoff": self.cutoff.isoformat(),
             "eval_end": self.eval_end.isoformat(),
         }
+
+
+class NoHeldOutEvents(ValueError):
+    """The held-out window has no events: there is nothing to evaluate (the cycle is skipped, not failed)."""
+
+
+def _days(window: Window) -> str:
+    start, end = window.cutoff.isoformat(), window.eval_end.isoformat()
+    return start if start == end else f"{start}..{end}"
+
+
+def skip_reason(con, window: Window) -> str | None:
+    """Why a cycle for this window has nothing to do (no held-out events), or None; one count in DuckDB."""
+    try:
+        n = con.execute(
+            "SELECT count(*) FROM outcome_events WHERE cast(event_date AS DATE) BETWEEN ? AND ?",
+            [window.cutoff, window.eval_end],
+        ).fetchone()[0]
+    except duckdb.CatalogException:  # no outcome_events table at all
+        n = 0
+    return None if n else f"no held-out events on {_days(window)}: nothing to evaluate"
+
+
+def record_skip(
+    paths: LakePaths,
+    partition: str,
+    reason: str,
+    dagster_run_id: str | None = None,
+    started: float | None = None,
+) -> Path:
+    """A `cycle_skipped` learning event (no version registered) with its reason."""
+    return record_learning_event(
+        paths,
+        "cycle_skipped",
+        samples=0,
+        duration_ms=(time.perf_counter() - started) * 1000 if started is not None else None,
+        reason=reason,
+        partition_key=partition,
+        dagster_run_id=dagster_run_id,
+    )
 
 
 def _posteriors(daily: pd.DataFrame, config: CycleConfig, as_of: date) -> pd.DataFrame:
@@ -220,11 +270,12 @@ def daily_success(daily: pd.DataFrame) -> pd.DataFrame:
 @dataclass
 class CycleResult:
     window: Window
-    candidate: RoutingPolicy
-    evaluation: CycleEvaluation
+    candidate: RoutingPolicy | None  # None when skipped
+    evaluation: CycleEvaluation | None  # None when skipped
     registered: registry.RegisteredVersion | None
     timings_ms: dict[str, float]
     champion_version_before: int | None
+    skipped: str | None = None  # the reason when the window had nothing to evaluate
 
 
 def evaluate_window(
@@ -236,7 +287,7 @@ def evaluate_window(
     )
     load_ms = (time.perf_counter() - t0) * 1000
     if events.empty:
-        raise ValueError(f"no held-out events in {window.cutoff}..{window.eval_end}")
+        raise NoHeldOutEvents(f"no held-out events on {_days(window)}: nothing to evaluate")
     result = evaluate_candidate(
         candidate,
         champion,
@@ -247,6 +298,11 @@ def evaluate_window(
         min_improvement=config.min_improvement,
         max_regression=config.max_regression,
         min_propensity_coverage=config.min_propensity_coverage,
+        min_relative_improvement=config.min_relative_improvement,
+        min_events=config.min_events,
+        min_effective_sample_size=config.min_effective_sample_size,
+        max_weight=config.max_weight,
+        top_k=config.eval_top_k,
     )
     result.decision_join = decision_join_stats(con, window.cutoff, window.eval_end)
     return result, load_ms, len(events)
@@ -261,13 +317,19 @@ def run_cycle(
     tags: dict[str, str] | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> CycleResult:
-    """Train, evaluate against the current @champion (uniform random for the first version), log, register."""
+    """Train, evaluate against the current @champion (uniform random for the first version), log, register.
+    A window without held-out events is skipped: `CycleResult.skipped` holds the reason, nothing registered."""
     from learning_pipeline.lib.storage.warehouse import lake_connection
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
     con = con or lake_connection(paths)
     window = Window.for_partition(partition, config)
+    reason = skip_reason(con, window)
+    if reason is not None:
+        record_skip(paths, partition, reason, (tags or {}).get("dagster_run_id"), start)
+        timings["total"] = (time.perf_counter() - start) * 1000
+        return CycleResult(window, None, None, None, timings, None, skipped=reason)
     trained = train_candidate(con, window, config)
     timings.update(trained.timings_ms)
     t = time.perf_counter()

@@ -109,6 +109,13 @@ def test_run_has_params_metrics_artifacts_and_tags(materialized):
         "candidate.replay",
         "candidate.brier",
         "candidate.log_loss",
+        # weight diagnostics of every evaluation, per policy (lib/bandit/ope.py)
+        "candidate.ess",
+        "candidate.max_weight",
+        "candidate.clipped_share",
+        "champion.ess",
+        "relative_improvement",
+        "gate_threshold",
     ):
         assert key in run.data.metrics, key
     assert run.data.tags["partition"] == "2025-03-09"
