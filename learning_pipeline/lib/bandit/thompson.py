@@ -31,9 +31,11 @@ P(best) is computed within each (task_type, context_key, context_value) group fr
 
 Recommendations (`Recommender`, `recommend`, `recommend_batch`) resolve a request to the most specific
 posterior that exists, agent by agent:
-    (task, first context key/value present in the table) -> (task, '*', '*') -> ('*', key, value)
-    -> ('*', '*', '*') -> the prior Beta(alpha0, beta0)
-Context keys are tried in the order they appear in the request's context.
+    (task, key/value) for each context key in a fixed order -> (task, '*', '*')
+    -> ('*', key/value) in the same order -> ('*', '*', '*') -> the prior Beta(alpha0, beta0)
+Key order is the recommender's, never the request's: configured `context_keys` first, then the table's
+other keys by name; a bucket with fewer than `min_evidence` events (default 0) is passed over for the next.
+The table holds single-key buckets only, so there is no joint (complexity x domain) level.
 
 Shapes in the docstrings: n rows of a table, g (task_type, context_key, context_value) groups,
 k candidate agents, m requests.
@@ -347,8 +349,8 @@ class Recommender:
     all candidate agents, filled agent by agent along the fallback chain (see module doc), so a request
     costs a few dictionary lookups (single) or integer gathers (batch).
 
-    posteriors: task_type, context_key, context_value, agent_name, alpha, beta. alpha0, beta0 > 0: the
-    prior of what the table does not know. agents: the k candidates (default: the table's).
+    posteriors: task_type, context_key, context_value, agent_name, alpha, beta (+ n_events). alpha0, beta0
+    > 0: the prior. agents: the k candidates (default: the table's). context_keys, min_evidence: see module.
     Index: `agents` (k,); `alpha`, `beta`, `mean` (g + 1, k), a row per group plus `prior_row` (the prior).
     """
 
@@ -358,17 +360,19 @@ class Recommender:
         alpha0: float = 1.0,
         beta0: float = 1.0,
         agents: Iterable[str] | None = None,
+        context_keys: Iterable[str] | None = None,
+        min_evidence: float = 0.0,
     ):
-        missing = [
-            c
-            for c in ("task_type", "context_key", "context_value", "agent_name", "alpha", "beta")
-            if c not in posteriors.columns
-        ]
+        needed = ("task_type", "context_key", "context_value", "agent_name", "alpha", "beta")
+        missing = [c for c in needed if c not in posteriors.columns]
         if missing:
             raise ValueError(f"posterior table lacks columns: {missing}")
         if alpha0 <= 0 or beta0 <= 0:
             raise ValueError("priors alpha0 and beta0 must be > 0")
+        if min_evidence < 0:
+            raise ValueError("min_evidence must be >= 0")
         self.alpha0, self.beta0 = float(alpha0), float(beta0)
+        self.min_evidence = float(min_evidence)
         table = posteriors
         known_agents = sorted(table["agent_name"].astype(str).unique())
         self.agents = np.array(list(agents) if agents is not None else known_agents, dtype=object)
@@ -413,20 +417,28 @@ class Recommender:
                 filled |= take
         self.mean = self.alpha / (self.alpha + self.beta)
         self.prior_row = n_rows - 1
-        self._row = group_of
+        n_ev = table["n_events"].to_numpy(float) if "n_events" in table.columns else np.full(len(gi), np.inf)
+        evidence = np.bincount(gi, weights=n_ev, minlength=len(group_keys))
+        self._groups = group_of  # resolution uses level rows and context buckets with enough evidence
+        ok_rows = {i for i, g in enumerate(group_keys) if g[1] == ALL or not evidence[i] < self.min_evidence}
+        self._row = {g: i for g, i in group_of.items() if i in ok_rows}
         self._tasks = sorted({k[0] for k in group_keys} - {ALL})
-        self._context_keys = sorted({k[1] for k in group_keys} - {ALL})
+        table_keys = sorted({k[1] for k in group_keys} - {ALL})
+        configured = [str(k) for k in dict.fromkeys(context_keys or ()) if str(k) in table_keys]
+        # the fixed order in which context keys are tried, whatever the request's order
+        self._context_keys = configured + [k for k in table_keys if k not in configured]
 
     # ---- resolution
     def group_row(self, task_type: str, context_key: str = ALL, context_value: str = ALL) -> int | None:
         """The index row of one (task_type, context_key, context_value) group of the table, if present."""
-        return self._row.get((str(task_type), str(context_key), str(context_value)))
+        return self._groups.get((str(task_type), str(context_key), str(context_value)))
 
     def resolve(self, task_type: str | None, context: Mapping[str, Any] | None = None) -> int:
         """The index row for a request (most specific posterior that exists)."""
         row = self._row
         task = ALL if task_type is None else str(task_type)
-        items = [(str(k), str(v)) for k, v in (context or {}).items() if v is not None]
+        context = context or {}
+        items = [(k, str(context[k])) for k in self._context_keys if context.get(k) is not None]
         for t in (task, ALL):
             for k, v in items:
                 found = row.get((t, k, v))
@@ -449,8 +461,8 @@ class Recommender:
                 [c if isinstance(c, Mapping) else {} for c in frame["context"]], index=frame.index
             )
             frame = pd.concat([frame[["task_type"]], ctx], axis=1)
-        # Context keys in column order, like dict order in a single request.
-        ctx_cols = [c for c in frame.columns if c in self._context_keys]
+        # Context keys in the recommender's fixed order, never the frame's column order.
+        ctx_cols = [c for c in self._context_keys if c in frame.columns]
         task = frame["task_type"].astype(object).where(frame["task_type"].notna(), ALL).to_numpy()
         task_codes, task_uniques = pd.factorize(task)
         task_names = [str(t) for t in task_uniques]
@@ -460,25 +472,14 @@ class Recommender:
             codes, uniques = pd.factorize(frame[col].astype(object).to_numpy())
             # Missing values get code -1, which indexes the extra last column (never found).
             factorized.append((col, np.where(codes < 0, len(uniques), codes), [str(v) for v in uniques]))
-        for level in ("task", ALL):
-            for col, codes, values in factorized:
-                if level == "task":
-                    lut = np.array(
-                        [[self._row.get((t, col, v), -1) for v in values] + [-1] for t in task_names],
-                        dtype=np.int64,
-                    ).reshape(len(task_names), len(values) + 1)
-                    found = lut[task_codes, codes]
-                else:
-                    lut = np.array([self._row.get((ALL, col, v), -1) for v in values] + [-1], dtype=np.int64)
-                    found = lut[codes]
-                result = np.where(result < 0, found, result)
-            if level == "task":
-                found = np.array([self._row.get((t, ALL, ALL), -1) for t in task_names], dtype=np.int64)[
-                    task_codes
-                ]
-            else:
-                found = np.full(n, self._row.get((ALL, ALL, ALL), -1), dtype=np.int64)
-            result = np.where(result < 0, found, result)
+        for names, level_codes in ((task_names, task_codes), ([ALL], np.zeros(n, dtype=np.int64))):
+            for col, codes, values in factorized:  # (task level, key, value) lookups: (tasks, values + 1)
+                lut = np.array(
+                    [[self._row.get((t, col, v), -1) for v in values] + [-1] for t in names], dtype=np.int64
+                ).reshape(len(names), len(values) + 1)
+                result = np.where(result < 0, lut[level_codes, codes], result)
+            level = np.array([self._row.get((t, ALL, ALL), -1) for t in names], dtype=np.int64)
+            result = np.where(result < 0, level[level_codes], result)
         return np.where(result < 0, self.prior_row, result)
 
     # ---- scoring

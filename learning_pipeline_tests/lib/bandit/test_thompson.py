@@ -201,6 +201,57 @@ def test_batch_equals_single(daily):
     assert (np.diff(tb.scores, axis=1) <= 0).all()
 
 
+def test_key_order_of_the_context_never_changes_the_resolution(daily):
+    post = compute_posteriors(daily)
+    tasks = ["task_000", "task_003", "unknown", None]
+    contexts = [("low", "legal"), ("high", "medical"), ("high", "galactic"), ("nope", "retail")]
+    requests = pd.DataFrame(
+        [(t, c, d) for t in tasks for c, d in contexts], columns=["task_type", "complexity", "domain"]
+    )
+    swapped = requests[["domain", "task_type", "complexity"]]  # same requests, other column order
+    for keys in (None, ("complexity", "domain"), ("domain", "complexity")):
+        rec = Recommender(post, context_keys=keys)
+        rows = rec.resolve_batch(requests)
+        assert (rec.resolve_batch(swapped) == rows).all()
+        for i, (t, c, d) in enumerate(requests.itertuples(index=False)):
+            one = rec.resolve(t, {"complexity": c, "domain": d})
+            assert one == rec.resolve(t, {"domain": d, "complexity": c}) == rows[i]
+    # the configured order decides which bucket answers when both exist
+    by_domain = Recommender(post, context_keys=("domain", "complexity"))
+    assert by_domain.resolve("task_000", {"complexity": "low", "domain": "legal"}) == by_domain.group_row(
+        "task_000", "domain", "legal"
+    )
+    by_complexity = Recommender(post, context_keys=("complexity",))  # then the other keys by name
+    assert by_complexity.resolve("task_000", {"domain": "legal", "complexity": "low"}) == (
+        by_complexity.group_row("task_000", "complexity", "low")
+    )
+    assert by_complexity.resolve("task_000", {"domain": "legal"}) == by_complexity.group_row(
+        "task_000", "domain", "legal"
+    )
+
+
+def test_thin_context_buckets_back_off_by_evidence(daily):
+    post = compute_posteriors(daily)
+    evidence = post.groupby(["task_type", "context_key", "context_value"])["n_events"].sum()
+    task, bucket_n = "task_000", evidence.loc[("task_000", "complexity", "low")]
+    domain_n = evidence.loc[("task_000", "domain", "legal")]
+    ctx = {"domain": "legal", "complexity": "low"}
+    # enough evidence: the first configured key answers
+    rec = Recommender(post, context_keys=("complexity", "domain"), min_evidence=min(bucket_n, domain_n))
+    assert rec.resolve(task, ctx) == rec.group_row(task, "complexity", "low")
+    # the complexity bucket too thin: the next key, then the task level
+    thin = Recommender(post, context_keys=("complexity", "domain"), min_evidence=bucket_n + 1)
+    expected = (
+        thin.group_row(task, "domain", "legal") if domain_n > bucket_n else thin.group_row(task, "*", "*")
+    )
+    assert thin.resolve(task, ctx) == expected
+    big = Recommender(post, min_evidence=evidence.max() + 1)
+    assert big.resolve(task, ctx) == big.group_row(task)
+    assert (big.resolve_batch(pd.DataFrame([{"task_type": task, **ctx}])) == big.group_row(task)).all()
+    with pytest.raises(ValueError, match="min_evidence"):
+        Recommender(post, min_evidence=-1)
+
+
 def test_top1_is_true_best_for_95_percent_of_task_types():
     truth, table = simulated(task_types=40, agents=4, days=10, events_per_day=40 * 60, seed=11, gap=0.15)
     # 600 events per task type
