@@ -97,13 +97,18 @@ _atexit_registered = False
 _sigterm_previous: object = None  # the handler ours replaced (only meaningful while ours is installed)
 
 
+def _snapshot() -> list[OutcomeRecorder]:
+    with _registry_lock:
+        return list(_open_recorders)
+
+
 def _flush_open_recorders_at_exit() -> None:
-    for recorder in list(_open_recorders):
+    for recorder in _snapshot():
         recorder._close_at_exit("interpreter exit")
 
 
 def _on_sigterm(signum, frame) -> None:
-    for recorder in list(_open_recorders):
+    for recorder in _snapshot():
         recorder._flush_at_exit("SIGTERM")
     previous = _sigterm_previous
     if callable(previous):
