@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 BASELINES = ("uniform", "best_fixed", "mabwiser_ts", "vw_cb_adf")
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def build_world(args):
@@ -180,8 +181,9 @@ def run(args) -> dict:
         service.logger.flush()
         oracle = p.max(axis=0)[t, c, d]
         iso = date.isoformat()
-        assert dg.materialize([outcome_events], partition_key=iso, resources={"lake": lake}).success
-        assert dg.materialize([agent_decisions], partition_key=iso, resources={"lake": lake}).success
+        for name, asset in (("outcome_events", outcome_events), ("agent_decisions", agent_decisions)):
+            result = dg.materialize([asset], partition_key=iso, resources={"lake": lake}, run_config=QUIET)
+            assert result.success, f"{name} failed for {iso}"
         row = {
             "day": iso,
             "requests": len(t),
