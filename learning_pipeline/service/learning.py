@@ -201,7 +201,12 @@ def instigators(dagster_home: str | None) -> Instigators:
         def row(item) -> dict:
             default = getattr(item, "default_status", None)
             default = default.value if default is not None else None
-            return {"name": item.name, "default_status": default, "status": states.get(item.name, default)}
+            status = states.get(item.name, default)
+            if status == "DECLARED_IN_CODE":  # the instance defers to the code: the default status holds
+                status = default
+            elif status == "AUTOMATICALLY_RUNNING":
+                status = "RUNNING"
+            return {"name": item.name, "default_status": default, "status": status}
 
         return Instigators([row(s) for s in (defs.sensors or [])], [row(s) for s in (defs.schedules or [])])
     except Exception as error:
