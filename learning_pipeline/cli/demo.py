@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from learning_pipeline.cli.code_location_runs import CodeLocationRuns
 from learning_pipeline.lib.events.staging import current_entries, list_landing_files
 from learning_pipeline.lib.simulation.simulate import SimulationConfig, load_truth, write_simulation
 from learning_pipeline.lib.storage.lake import DATA_DIR_ENV, LakePaths
@@ -65,33 +66,31 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
         summary = write_simulation(config, data_dir).summary()
         echo(f"simulated {summary['events']} events over {settings.days} days into {paths.landing}")
 
-    # Imported here: the definitions read the data directory from the environment when loaded.
-    from learning_pipeline.definitions import defs as code_location
+    # Imported here: the definitions read the data directory (and the first partition) when loaded.
+    from learning_pipeline.defs.partitions import START_DATE_ENV, write_start_date
     from learning_pipeline.defs.resources import default_lake_resource
     from learning_pipeline.lib.events.staging import stage_pending
 
-    defs = code_location()
-
     stage_pending(paths, default_lake_resource().staging_rules())
     days = sorted({day for entry in current_entries(paths).values() for day in entry.dates})
-    daily_job = defs.resolve_job_def("daily_job")
-    learning_job = defs.resolve_job_def("learning_job")
-    cycle_job = defs.resolve_job_def("learning_cycle_job")
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    with dg.DagsterInstance.get() as instance:
+    if not days:
+        raise RuntimeError(f"no events to ingest in {paths.landing}")
+    if not os.environ.get(START_DATE_ENV):
+        write_start_date(data_dir, days[0])  # the partitions start at the data's first day
+    quiet = {
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        "execution": {"config": {"in_process": {}}},
+    }
+    with dg.DagsterInstance.get() as instance, CodeLocationRuns(instance) as runs:
         for day in days:
-            result = daily_job.execute_in_process(partition_key=day, instance=instance, run_config=quiet)
-            if not result.success:
-                raise RuntimeError(f"daily_job failed for {day} (run {result.run_id})")
+            runs.execute("daily_job", run_config=quiet, partition_key=day)
         echo(f"ingested {len(days)} day(s): {days[0]} .. {days[-1]}")
-        result = learning_job.execute_in_process(instance=instance, run_config=quiet)
-        if not result.success:
-            raise RuntimeError(f"learning_job failed (run {result.run_id})")
-        result = cycle_job.execute_in_process(partition_key=days[-1], instance=instance, run_config=quiet)
-        if not result.success:
-            raise RuntimeError(f"learning_cycle_job failed for {days[-1]} (run {result.run_id})")
+        runs.execute("learning_job", run_config=quiet)
+        runs.execute("learning_cycle_job", run_config=quiet, partition_key=days[-1])
+        _sensors_start_after_demo(runs, paths)
+        _operator_makes_live(paths, echo)
+        runs.execute("summary_job", run_config=quiet)  # learning_summary: the asset to open first
 
-    _operator_makes_live(paths, echo)
     refresh_warehouse_views(paths)  # what warehouse_views_sensor does after each run under the daemon
     con = lake_connection(paths)
     counts = con.execute(
@@ -128,6 +127,15 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
     echo(f"open the UI:   DAGSTER_HOME={home} {DATA_DIR_ENV}={data_dir} dagster dev   (or: make ui)")
     echo("               then http://127.0.0.1:3000 shows the asset graph and these materializations")
     return summary
+
+
+def _sensors_start_after_demo(runs: CodeLocationRuns, paths: LakePaths) -> None:
+    """The demo ran the days it staged itself: the sensors start after them, so `make ui` starts quiet."""
+    from learning_pipeline.defs.decisions.sensors import decision_cursor_through_now
+    from learning_pipeline.defs.events.sensors import landing_cursor_through_staged
+
+    runs.set_sensor_cursor("landing_zone_sensor", landing_cursor_through_staged(paths))
+    runs.set_sensor_cursor("decision_log_sensor", decision_cursor_through_now(paths))
 
 
 def _operator_makes_live(paths: LakePaths, echo) -> None:

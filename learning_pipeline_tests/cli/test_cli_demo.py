@@ -1,13 +1,28 @@
-"""`learning-pipeline demo`, the README's first command, run as a user runs it (small volume)."""
+"""`learning-pipeline demo`, the README's first command, run as a user runs it (small volume), then looked at
+through the GraphQL API the Dagster UI uses, on the code location the UI loads (workspace.yaml)."""
 
 import subprocess
 import sys
+import time
 
+import dagster as dg
 import duckdb
+import pytest
+from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+from learning_pipeline.cli.code_location_runs import WORKSPACE_FILE
+from learning_pipeline.lib.events.staging import read_log
+from learning_pipeline.lib.storage.lake import DATA_DIR_ENV, LakePaths
+
+LOCATION = "learning_pipeline.definitions:defs"
+REPOSITORY = "__repository__"
+DAYS = 3
 
 
-def test_demo_runs_every_job_and_reports(tmp_path):
-    data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    data_dir, home = root / "data", root / "dagster_home"
     out = subprocess.run(
         [
             sys.executable,
@@ -19,7 +34,7 @@ def test_demo_runs_every_job_and_reports(tmp_path):
             "--dagster-home",
             str(home),
             "--days",
-            "3",
+            str(DAYS),
             "--events-per-day",
             "1500",
             "--seed",
@@ -27,15 +42,207 @@ def test_demo_runs_every_job_and_reports(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1500,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "ingested 3 day(s)" in out.stdout
+    return data_dir, home, out
+
+
+@pytest.fixture(scope="module")
+def ui(demo):
+    """What `make ui` serves after the demo: the workspace's code location over the demo's instance."""
+    data_dir, home, _ = demo
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(DATA_DIR_ENV, str(data_dir))
+        env.setenv("DAGSTER_HOME", str(home))
+        env.delenv("LEARNING_PIPELINE_START_DATE", raising=False)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            with define_out_of_process_context(str(WORKSPACE_FILE), None, instance) as context:
+                yield instance, context
+
+
+def graphql(context, query: str, variables: dict | None = None) -> dict:
+    result = execute_dagster_graphql(context, query, variables)
+    assert not result.errors, result.errors
+    return result.data
+
+
+def test_demo_runs_every_job_and_reports(demo):
+    data_dir, home, out = demo
+    assert f"ingested {DAYS} day(s)" in out.stdout
     assert "model agent-router v1: accepted" in out.stdout
     assert "dagster dev" in out.stdout
+    assert "code server" not in out.stdout  # the code server's own log stays out of the summary
 
     with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM outcome_events").fetchone()[0] == 4500
         assert con.execute("SELECT count(DISTINCT task_type) FROM agent_recommendations").fetchone()[0] > 1
     # The runs are in the local instance the UI reads.
     assert (home / "history" / "runs.db").exists() or any(home.rglob("runs.db"))
+
+
+RUNS_OF_JOB = """
+query RunsOfJob($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    __typename
+    ... on Runs { results { runId status jobName repositoryOrigin { repositoryLocationName repositoryName } } }
+  }
+}
+"""
+
+
+def test_demo_runs_belong_to_the_code_location_the_ui_loads(demo, ui):
+    instance, context = ui
+    runs = instance.get_runs()
+    jobs = sorted(r.job_name for r in runs if r.parent_run_id is None)
+    assert jobs == ["daily_job"] * DAYS + ["learning_cycle_job", "learning_job", "summary_job"]
+    for run in runs:
+        if run.parent_run_id is not None:  # a re-execution made by another test
+            continue
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        assert run.remote_job_origin is not None and run.job_code_origin is not None
+        assert run.remote_job_origin.location_name == LOCATION
+
+    # The job page lists a job's runs of this repository (it said "No runs found" for in-process runs).
+    repository_tag = {"key": ".dagster/repository", "value": f"{REPOSITORY}@{LOCATION}"}
+    for job in ("daily_job", "learning_job", "learning_cycle_job"):
+        data = graphql(context, RUNS_OF_JOB, {"filter": {"pipelineName": job, "tags": [repository_tag]}})
+        results = data["runsOrError"]["results"]
+        assert results, f"no runs of {job} on its job page"
+        assert {r["repositoryOrigin"]["repositoryLocationName"] for r in results} == {LOCATION}
+
+
+REEXECUTE = """
+mutation Reexecute($parentRunId: String!) {
+  launchRunReexecution(reexecutionParams: {parentRunId: $parentRunId, strategy: ALL_STEPS}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+  }
+}
+"""
+
+
+def test_a_demo_run_can_be_re_executed_from_the_ui(demo, ui):
+    instance, context = ui
+    [parent] = instance.get_runs(
+        dg.RunsFilter(job_name="daily_job", tags={"dagster/partition": _days(demo)[0]})
+    )
+    data = graphql(context, REEXECUTE, {"parentRunId": parent.run_id})
+    launched = data["launchRunReexecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    # The UI queues it (the instance's run queue); the daemon under `make ui` launches queued runs like this.
+    if instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.QUEUED:
+        instance.launch_run(run_id, context)
+    deadline = time.monotonic() + 900
+    while not (run := instance.get_run_by_id(run_id)).is_finished:
+        assert time.monotonic() < deadline, "the re-execution did not finish"
+        time.sleep(1)
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert (
+        run.parent_run_id == parent.run_id
+        and run.tags["dagster/partition"] == parent.tags["dagster/partition"]
+    )
+
+
+SENSOR = """
+query Sensor($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status typeSpecificData { ... on SensorData { lastCursor } } } }
+  }
+}
+"""
+DRY_RUN = """
+mutation DryRun($selector: SensorSelector!, $cursor: String) {
+  sensorDryRun(selectorData: $selector, cursor: $cursor) {
+    __typename
+    ... on DryRunInstigationTick {
+      evaluationResult { runRequests { runKey } skipReason error { message } }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("sensor", ["landing_zone_sensor", "decision_log_sensor"])
+def test_after_the_demo_the_sensors_start_quiet(demo, ui, sensor):
+    _, context = ui
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "sensorName": sensor}
+    state = graphql(context, SENSOR, {"selector": selector})["sensorOrError"]["sensorState"]
+    assert state["status"] == "RUNNING"  # still running by default
+    cursor = state["typeSpecificData"]["lastCursor"]
+    assert cursor is not None
+    if sensor == "landing_zone_sensor":
+        data_dir = demo[0]
+        assert cursor == str(read_log(LakePaths.at(data_dir), after_seq=0)[-1].seq)
+
+    # "Test sensor" in the UI: evaluated from the stored cursor, it requests nothing.
+    tick = graphql(context, DRY_RUN, {"selector": selector, "cursor": cursor})["sensorDryRun"]
+    result = tick["evaluationResult"]
+    assert result["error"] is None and result["runRequests"] == [] and result["skipReason"]
+    # ...while from an empty cursor the landing sensor would re-request every day.
+    if sensor == "landing_zone_sensor":
+        tick = graphql(context, DRY_RUN, {"selector": selector, "cursor": None})["sensorDryRun"]
+        assert len(tick["evaluationResult"]["runRequests"]) == DAYS
+
+
+PARTITIONS = """
+query Partitions($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) { ... on AssetNode { partitionKeys } }
+}
+"""
+
+
+def test_partitions_start_at_the_demos_first_day(demo, ui):
+    _, context = ui
+    days = _days(demo)
+    keys = graphql(context, PARTITIONS, {"key": {"path": ["outcome_events"]}})["assetNodeOrError"][
+        "partitionKeys"
+    ]
+    assert keys[0] == days[0]
+    assert keys[: len(days)] == days  # no "Missing (693)": the partitions are the data's days (and today)
+    assert len(keys) <= len(days) + 2
+
+
+def _days(demo) -> list[str]:
+    data_dir = demo[0]
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT DISTINCT CAST(event_date AS VARCHAR) FROM outcome_events ORDER BY 1"
+        ).fetchall()
+    return [day for (day,) in rows]
+
+
+def latest_metadata(instance, asset: str) -> dict:
+    [record] = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    return dict(record.asset_materialization.metadata)
+
+
+def test_the_demo_leaves_a_summary_numbers_to_chart_and_links_to_mlflow(demo, ui):
+    instance, _ = ui
+    summary = latest_metadata(instance, "learning_summary")
+    assert summary["live_version"] == dg.MetadataValue.int(1)  # the operator made v1 live
+    assert summary["accepted_events"] == dg.MetadataValue.int(4500)
+    assert isinstance(summary["open_alerts"], dg.IntMetadataValue)
+    assert "- **live**: v1" in summary["summary"].value and "v1: **accepted**" in summary["summary"].value
+
+    evaluation = latest_metadata(instance, "policy_evaluation")
+    assert (
+        isinstance(evaluation["improvement"], dg.FloatMetadataValue) and evaluation["improvement"].value > 0
+    )
+
+    versions = latest_metadata(instance, "model_versions")
+    run_id = versions["mlflow_run_id"].value
+    assert versions["mlflow_model_version"] == dg.MetadataValue.url(
+        "http://127.0.0.1:5000/#/models/agent-router/versions/1"
+    )
+    assert versions["mlflow_run"].value.startswith("http://127.0.0.1:5000/#/experiments/")
+    assert versions["mlflow_run"].value.endswith(f"/runs/{run_id}")
+
+    events = latest_metadata(instance, "outcome_events")
+    assert isinstance(events["accepted"], dg.IntMetadataValue) and isinstance(
+        events["quarantined"], dg.IntMetadataValue
+    )
