@@ -311,6 +311,9 @@ class PostgresStateStore(StateStore):
         dsn = url.replace("postgresql+psycopg2://", "postgresql://", 1)
         self._pool = psycopg2.pool.ThreadedConnectionPool(0, pool_size, dsn=dsn, connect_timeout=10)
         self._slots = threading.BoundedSemaphore(pool_size)  # wait for a connection instead of failing
+        # a process's writers of one table queue here, not on pooled connections: readers always find one
+        self._table_locks: dict[str, threading.Lock] = {}
+        self._table_locks_guard = threading.Lock()
 
     def describe(self) -> str:
         return redact_uri(self.url)
@@ -341,29 +344,38 @@ class PostgresStateStore(StateStore):
         import psycopg2.errors
 
         key = f"learning_pipeline.state.{table}"
-        with self._connection() as con, con.cursor() as cur:
-            cur.execute("SELECT set_config('lock_timeout', %s, false)", [f"{max(1, int(timeout * 1000))}ms"])
-            try:  # writers queue on the advisory lock in arrival order
-                cur.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
-            except psycopg2.errors.LockNotAvailable:
-                raise self._busy(table, timeout) from None
-            finally:
-                cur.execute("SELECT set_config('lock_timeout', '0', false)")
-            try:
-                tx = Tx(cur, self.dialect)
-                cur.execute("BEGIN")
+        deadline = time.monotonic() + timeout
+        with self._table_locks_guard:
+            local = self._table_locks.setdefault(table, threading.Lock())
+        if not local.acquire(timeout=timeout):
+            raise self._busy(table, timeout)
+        try:
+            with self._connection() as con, con.cursor() as cur:
+                left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+                cur.execute("SELECT set_config('lock_timeout', %s, false)", [f"{left_ms}ms"])
+                try:  # writers of all processes queue on the advisory lock in arrival order
+                    cur.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+                except psycopg2.errors.LockNotAvailable:
+                    raise self._busy(table, timeout) from None
+                finally:
+                    cur.execute("SELECT set_config('lock_timeout', '0', false)")
                 try:
-                    yield tx
-                except BaseException:
+                    tx = Tx(cur, self.dialect)
+                    cur.execute("BEGIN")
+                    try:
+                        yield tx
+                    except BaseException:
+                        if not con.closed:
+                            cur.execute("ROLLBACK")
+                        raise
+                    cur.execute("COMMIT")
+                    for work in tx._after:
+                        work(tx)
+                finally:
                     if not con.closed:
-                        cur.execute("ROLLBACK")
-                    raise
-                cur.execute("COMMIT")
-                for work in tx._after:
-                    work(tx)
-            finally:
-                if not con.closed:
-                    cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+                        cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+        finally:
+            local.release()
 
     def close(self) -> None:
         self._pool.closeall()
