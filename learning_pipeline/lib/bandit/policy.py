@@ -74,7 +74,9 @@ class RoutingPolicy:
         alpha0 = float(self.params.get("alpha0", 1.0))
         beta0 = float(self.params.get("beta0", 1.0))
         self.prior_mean = alpha0 / (alpha0 + beta0)
-        self._recommender = thompson.Recommender(post, alpha0=alpha0, beta0=beta0, agents=self.agents)
+        self._recommender = thompson.Recommender(
+            post, alpha0=alpha0, beta0=beta0, agents=self.agents, context_keys=self.context_keys
+        )
         broad = post[
             (post["context_key"] == BROAD) & (post["context_value"] == BROAD) & (post["task_type"] != BROAD)
         ]
