@@ -19,7 +19,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from learning_pipeline.lib.ingest.kafka_io import NON_UTF8_PREFIX, KafkaSettings, KafkaSink, consume
+from learning_pipeline.lib.ingest.kafka_io import NON_UTF8_PREFIX, KafkaSettings, consume
+from learning_pipeline.lib.ingest.kafka_sink import KafkaSink
 
 REPO = Path(__file__).resolve().parents[3]
 
