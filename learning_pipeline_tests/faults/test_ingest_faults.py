@@ -403,6 +403,19 @@ def test_an_event_redelivered_with_another_days_timestamp_is_accepted_once(lake,
     assert meta["2025-10-09"]["duplicates"] == 0
 
 
+def test_a_redelivery_in_another_format_and_escaping_is_still_a_duplicate(lake):
+    first = '{"event_id": "\\u00e9v\\/1", "agent_name": "a", "status": "success", "timestamp": "2025-10-09T10:00:00Z"}'
+    (lake.paths.landing / "a_first.jsonl").write_text(first + "\n")
+    stage_pending(lake.paths, lake.staging_rules())  # arrives first
+    again = event("\u00e9v/1", "2025-10-10T10:00:00Z")
+    (lake.paths.landing / "b_again.parquet").write_bytes(_parquet_bytes([again]))
+
+    assert materialize(lake, "2025-10-09")["accepted"] == 1
+    later = materialize(lake, "2025-10-10")
+    assert (later["accepted"], later["cross_day_duplicates"]) == (0, 1)
+    assert rows(lake, "outcome_events", "2025-10-09")[0]["event_id"] == "\u00e9v/1"
+
+
 def test_the_window_bounds_cross_day_duplicates_and_is_configurable(lake):
     days = ("2025-10-01", "2025-10-08", "2025-10-16")
     land_records(lake.paths.landing, [event("w", "2025-10-01T10:00:00Z")])

@@ -296,14 +296,25 @@ def _find_cross_day_duplicates(con: duckdb.DuckDBPyConnection, neighbor_files: l
     con.execute("CREATE OR REPLACE TEMP TABLE cross_day (id VARCHAR)")
     if not neighbor_files:
         return
+    # Staged fields are JSON texts written by DuckDB's JSON writer, as to_json writes them: neighbour ids are
+    # matched as text, without parsing a JSON value per row, and compared as values after validation.
     con.execute(
-        f'CREATE OR REPLACE TEMP TABLE day_first AS SELECT "event_id$value" AS id, min({_ARRIVAL_KEY}) AS k '
-        "FROM checked WHERE len(errors) = 0 GROUP BY 1"
+        f'CREATE OR REPLACE TEMP TABLE day_first AS SELECT "event_id$value" AS id, min({_ARRIVAL_KEY}) AS k, '
+        'to_json("event_id$value")::VARCHAR AS id_json FROM checked WHERE len(errors) = 0 GROUP BY 1'
     )
+    # First only the event_id column of every neighbour file; whole records only from files that share an id.
     files = "[" + ", ".join(sql_literal(str(p)) for p in neighbor_files) + "]"
+    hits = con.execute(
+        f"SELECT DISTINCT filename FROM read_parquet({files}, filename = true, union_by_name = true) "
+        'WHERE "event_id" IN (SELECT id_json FROM day_first)'
+    ).fetchall()
+    if not hits:
+        con.execute("DROP TABLE day_first")
+        return
+    files = "[" + ", ".join(sql_literal(name) for (name,) in sorted(hits)) + "]"
     candidates = (
         f"SELECT * EXCLUDE (event_date) FROM read_parquet({files}, union_by_name = true, hive_partitioning = true) "
-        """WHERE starts_with("event_id", '"') AND ("event_id"->>'$') IN (SELECT id FROM day_first)"""
+        'WHERE "event_id" IN (SELECT id_json FROM day_first)'
     )
     con.execute(
         f"""INSERT INTO cross_day
