@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from learning_pipeline.lib.autonomy.alerts import AlertStore
+from learning_pipeline.lib.autonomy.alerts import WEBHOOK_ENV, Alert, AlertStore, raise_and_notify
 from learning_pipeline.lib.events.decisions import DecisionLogger
 from learning_pipeline.lib.learning.registry import default_tracking_uri
 from learning_pipeline.lib.redact import install_log_redaction, redact_text, redact_uri, redact_values
@@ -307,6 +307,32 @@ ROUTERS: list[Callable[[Service], APIRouter]] = [
 # ---- the app ----------------------------------------------------------------------------------------
 
 
+def _alert_decision_log_failure(store: AlertStore) -> Callable[[str, int], None]:
+    """An ERROR alert (one per hour at most, by its dedup key) when decisions cannot be written."""
+
+    def alert(error: str, pending: int) -> None:
+        from datetime import UTC, datetime
+
+        now = datetime.now(UTC)
+        raise_and_notify(
+            store,
+            Alert(
+                "ERROR",
+                "CRITICAL",
+                "decisions cannot be written to the decision log",
+                f"{pending} decision rows are kept in memory and retried: {redact_text(error)}",
+                dedup_key=f"DECISION_LOG:{now:%Y-%m-%dT%H}",
+                metric="decisions_pending",
+                value=float(pending),
+                source="learning-pipeline serve",
+            ),
+            os.environ.get(WEBHOOK_ENV) or None,
+            now=now,
+        )
+
+    return alert
+
+
 def create_app(
     data_dir: str,
     tracking_uri: str | None = None,
@@ -320,14 +346,19 @@ def create_app(
     limit = security.max_body_bytes(max_body_bytes)
     paths = LakePaths.at(data_dir)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(data_dir)
+    alerts = AlertStore(paths)
     service = Service(
         paths=paths,
         tracking_uri=uri,
         dagster_home=dagster_home or os.environ.get("DAGSTER_HOME"),
         decisions=DecisionService(
-            paths, uri, poll_seconds=poll_seconds, canary_share=canary_share, logger=DecisionLogger(paths)
+            paths,
+            uri,
+            poll_seconds=poll_seconds,
+            canary_share=canary_share,
+            logger=DecisionLogger(paths, on_failure=_alert_decision_log_failure(alerts)),
         ),
-        alerts=AlertStore(paths),
+        alerts=alerts,
     )
 
     @asynccontextmanager

@@ -2,6 +2,7 @@
 logged, validated as agent_decisions, joined by the outcomes that follow them, and make the next cycle use
 IPS/SNIPS/DR with no client-side propensity at all."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -181,3 +182,27 @@ def _jsonl(path):
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def test_a_decision_log_that_cannot_be_written_never_fails_a_request_and_raises_an_alert(world, tmp_path):
+    from learning_pipeline.lib.autonomy.alerts import AlertStore
+    from learning_pipeline.lib.storage.lake import LakePaths
+    from learning_pipeline.service.app import _alert_decision_log_failure
+
+    paths, cfg, _, uri = world
+    broken = LakePaths.at(tmp_path / "data").ensure()
+    (broken.root / "decision_log").write_text("a file where the log directory should be")
+    store = AlertStore(broken)
+    logger = DecisionLogger(broken, linger_seconds=0.05, on_failure=_alert_decision_log_failure(store))
+    service = DecisionService(paths, uri, logger=logger)
+    service.refresh()
+    answers = [service.decide(cfg.task_types[0], {"complexity": "low"}) for _ in range(5)]
+    assert all(a["model_version"] == 1 for a in answers)  # every request answered
+    alerts = store.list(alert_type="ERROR")
+    deadline = time.monotonic() + 10
+    while alerts.empty and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alerts = store.list(alert_type="ERROR")
+    assert len(alerts) == 1 and "decision log" in alerts.iloc[0]["title"]
+    service.stop()
+    assert logger.stats.failed == 5 and logger.stats.logged == 0  # counted, not silently dropped

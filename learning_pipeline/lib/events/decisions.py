@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +96,12 @@ class DecisionLogger:
         batch_size: int = 2000,
         linger_seconds: float = 0.5,
         max_pending: int = 1_000_000,
+        on_failure: Callable[[str, int], None] | None = None,
     ):
         self.paths = paths
+        self.on_failure = (
+            on_failure  # (error text, rows kept): e.g. raise an alert; never raises into the logger
+        )
         self.batch_size = batch_size
         self.linger_seconds = linger_seconds
         self.max_pending = max_pending
@@ -140,6 +145,11 @@ class DecisionLogger:
             self._pending = []
         except Exception as error:  # kept for the next attempt; the request path never sees it
             log.warning("decision log write failed (%d rows kept): %s", len(self._pending), error)
+            if self.on_failure is not None:
+                try:
+                    self.on_failure(f"{type(error).__name__}: {error}", len(self._pending))
+                except Exception as hook_error:  # an alert that cannot be raised must not stop logging
+                    log.warning("decision log failure hook failed: %s", hook_error)
             overflow = len(self._pending) - self.max_pending
             if overflow > 0:
                 self.stats.failed += overflow
