@@ -41,10 +41,12 @@ def model_approvals(
     return dg.MaterializeResult(
         metadata={
             "auto_approve": autonomy.auto_approve,
-            "decided_now": len(decided),
-            "pending": int((approvals.groupby("version")["decision"].last() == graduation.PENDING).sum())
-            if not approvals.empty
-            else 0,
+            "decided_now": dg.MetadataValue.int(len(decided)),
+            "pending": dg.MetadataValue.int(
+                int((approvals.groupby("version")["decision"].last() == graduation.PENDING).sum())
+                if not approvals.empty
+                else 0
+            ),
             "decisions": markdown_table(
                 approvals[["version", "decision", "decided_by", "reason", "at"]].tail(20)
             ),
@@ -89,10 +91,17 @@ def graduation_status(
         ]
         if c in frame.columns
     ]
+    status = autonomy_ops.status_frame(paths, mlflow.uri)
+    stages = status["stage"].astype(str) if not status.empty else pd.Series(dtype=str)
+    live = status.loc[stages == graduation.LIVE, "version_number"] if not status.empty else []
     return dg.MaterializeResult(
         metadata={
-            "checked": len(results),
-            "status": markdown_table(autonomy_ops.status_frame(paths, mlflow.uri)),
+            "checked": dg.MetadataValue.int(len(results)),
+            # numbers Dagster charts over time; -1: no live version
+            "live_version": dg.MetadataValue.int(int(max(live)) if len(live) else -1),
+            "shadow_versions": dg.MetadataValue.int(int((stages == graduation.SHADOW).sum())),
+            "canary_versions": dg.MetadataValue.int(int((stages == graduation.CANARY).sum())),
+            "status": markdown_table(status),
             "checks": markdown_table(frame[cols].round(4) if not frame.empty else frame),
         }
     )
@@ -129,9 +138,14 @@ def agent_alerts(
     open_alerts = store.list(include_acknowledged=False)
     return dg.MaterializeResult(
         metadata={
-            "raised": len(raised),
-            "suppressed": len(candidates) - len(raised),
-            "open": len(open_alerts),
+            "raised": dg.MetadataValue.int(len(raised)),
+            "suppressed": dg.MetadataValue.int(len(candidates) - len(raised)),
+            "open": dg.MetadataValue.int(len(open_alerts)),
+            "open_critical": dg.MetadataValue.int(
+                int((open_alerts["severity"].astype(str).str.lower() == "critical").sum())
+                if len(open_alerts)
+                else 0
+            ),
             "open_alerts": markdown_table(
                 open_alerts[["id", "alert_type", "severity", "title", "created_at"]].head(20)
             ),

@@ -84,8 +84,13 @@ def agent_posteriors(config: PosteriorConfig, lake: LakeResource) -> dg.Material
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(post),
-            "task_types": int(broad["task_type"].nunique()),
-            "agents": int(post["agent_name"].nunique()),
+            "task_types": dg.MetadataValue.int(int(broad["task_type"].nunique())),
+            "agents": dg.MetadataValue.int(int(post["agent_name"].nunique())),
+            # numbers Dagster charts over time: how sure the bandit is of its best agents
+            "mean_best_posterior_mean": dg.MetadataValue.float(
+                float(best["mean"].mean()) if len(best) else 0.0
+            ),
+            "min_best_p_best": dg.MetadataValue.float(float(best["p_best"].min()) if len(best) else 0.0),
             "priors": dg.MetadataValue.json(params),
             "best_agent_per_task": markdown_table(summary, floatfmt=".3f", empty="(empty)"),
             "plot": dg.MetadataValue.md(f"![agent posteriors](data:image/png;base64,{image})"),
@@ -132,6 +137,7 @@ def agent_recommendations(config: RecommendationConfig, lake: LakeResource) -> d
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(table),
+            "mean_top1_score": dg.MetadataValue.float(float(top1["score"].mean()) if len(top1) else 0.0),
             "priors": dg.MetadataValue.json(params),
             "top1_per_task": markdown_table(
                 top1[["task_type", "agent_name", "score", "model_score"]], floatfmt=".3f", empty="(empty)"

@@ -74,9 +74,10 @@ def agent_daily_stats(
             arrow = con.sql(f'SELECT * EXCLUDE (event_date) FROM "{table}"').to_arrow_table()
             write_parquet_atomic(paths.partition_dir(table, day) / "data.parquet", arrow)
             counts[table] = arrow.num_rows
-        n_events = con.execute(
-            "SELECT coalesce(sum(n_events), 0) FROM agent_daily_stats WHERE task_type <> '*' AND context_key = '*'"
-        ).fetchall()[0][0]
+        n_events, successes = con.execute(
+            "SELECT coalesce(sum(n_events), 0), coalesce(sum(successes), 0) FROM agent_daily_stats "
+            "WHERE task_type <> '*' AND context_key = '*'"
+        ).fetchall()[0]
         preview = markdown_table(
             con.execute(
                 "SELECT agent_name, task_type, n_events, successes, failures, partials, timeouts "
@@ -87,7 +88,9 @@ def agent_daily_stats(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": counts["agent_daily_stats"],
-            "n_events": int(n_events),
+            "n_events": dg.MetadataValue.int(int(n_events)),
+            # the day's success rate over every agent and task type (a number Dagster charts by partition)
+            "success_rate": dg.MetadataValue.float(float(successes) / n_events if n_events else 0.0),
             "error_rows": counts["agent_daily_errors"],
             "latency_hist_rows": counts["agent_daily_latency_hist"],
             "preview": preview,
@@ -183,10 +186,18 @@ def agent_stats_marts(context: dg.AssetExecutionContext, config: StatsConfig, la
             )
             if c in top.columns
         ]
+        overall = frame[(frame["context_key"] == "*") & (frame["window_name"] == "all")]
+        executions = float(overall["executions"].sum()) if "executions" in overall else 0.0
+        rate = (
+            float((overall["success_rate"] * overall["executions"]).sum()) / executions if executions else 0.0
+        )
         yield dg.MaterializeResult(
             asset_key=name,
             metadata={
                 "dagster/row_count": table.num_rows,
+                # all-time, execution-weighted over the rows (agents, or task types x agents): charted per run
+                "success_rate_all_time": dg.MetadataValue.float(rate),
+                "agents": dg.MetadataValue.int(int(overall["agent_name"].nunique()) if len(overall) else 0),
                 "as_of": ref.isoformat(),
                 "preview": markdown_table(top[cols], empty="(empty)"),
             },
