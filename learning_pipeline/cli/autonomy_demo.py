@@ -16,7 +16,7 @@ from datetime import UTC, datetime, time
 import dagster as dg
 import pyarrow.compute as pc
 
-from learning_pipeline.cli.demo import use_local_instance
+from learning_pipeline.cli.demo import start_partitions_at, use_local_instance
 from learning_pipeline.lib.simulation.simulate import DEFAULT_TASK_TYPES, SimulationConfig, generate_table
 from learning_pipeline.lib.storage.lake import DATA_DIR_ENV, land_records
 
@@ -49,6 +49,15 @@ def _records(table) -> list[dict]:
 
 def run_autonomy_demo(settings: AutonomyDemoSettings, echo=print) -> dict:
     data_dir, home, paths = use_local_instance(settings.data_dir, settings.dagster_home)
+    cfg = SimulationConfig(
+        days=settings.days,
+        events_per_day=settings.events_per_day,
+        seed=settings.seed,
+        propensities=True,
+        switch_day=settings.switch_day,
+        switch_task_types=DEFAULT_TASK_TYPES,
+    )
+    start_partitions_at(data_dir, cfg.day_date(0).isoformat())  # before the definitions are loaded
 
     from learning_pipeline.definitions import defs as code_location
     from learning_pipeline.defs.autonomy.assets import agent_alerts, graduation_status, model_approvals
@@ -61,15 +70,6 @@ def run_autonomy_demo(settings: AutonomyDemoSettings, echo=print) -> dict:
     from learning_pipeline.lib.events.staging import stage_pending
 
     defs = code_location()
-
-    cfg = SimulationConfig(
-        days=settings.days,
-        events_per_day=settings.events_per_day,
-        seed=settings.seed,
-        propensities=True,
-        switch_day=settings.switch_day,
-        switch_task_types=DEFAULT_TASK_TYPES,
-    )
     table = generate_table(cfg)
     day_of = pc.strftime(table.column("timestamp"), "%Y-%m-%d")
     lake, mlflow = LakeResource(data_dir=str(data_dir)), MlflowResource(data_dir=str(data_dir))

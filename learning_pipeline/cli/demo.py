@@ -48,6 +48,23 @@ def use_local_instance(data_dir: str, dagster_home: str) -> tuple[Path, Path, La
     return data, home, LakePaths.at(data).ensure()
 
 
+def start_partitions_at(data_dir: Path, first_day: str) -> None:
+    """The first partition is the data's first day (kept if an earlier day is already recorded), unless
+    $LEARNING_PIPELINE_START_DATE sets it. Definitions loaded afterwards read it."""
+    from learning_pipeline.defs.partitions import (
+        START_DATE_ENV,
+        read_start_date,
+        start_date_file,
+        write_start_date,
+    )
+
+    if os.environ.get(START_DATE_ENV):
+        return
+    if start_date_file(data_dir).is_file() and read_start_date(data_dir) <= first_day:
+        return
+    write_start_date(data_dir, first_day)
+
+
 def run_demo(settings: DemoSettings, echo=print) -> dict:
     """Land simulated events (unless the landing zone already has some) and materialize every asset."""
     data_dir, home, paths = use_local_instance(settings.data_dir, settings.dagster_home)
@@ -67,7 +84,6 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
         echo(f"simulated {summary['events']} events over {settings.days} days into {paths.landing}")
 
     # Imported here: the definitions read the data directory (and the first partition) when loaded.
-    from learning_pipeline.defs.partitions import START_DATE_ENV, write_start_date
     from learning_pipeline.defs.resources import default_lake_resource
     from learning_pipeline.lib.events.staging import stage_pending
 
@@ -75,8 +91,7 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
     days = sorted({day for entry in current_entries(paths).values() for day in entry.dates})
     if not days:
         raise RuntimeError(f"no events to ingest in {paths.landing}")
-    if not os.environ.get(START_DATE_ENV):
-        write_start_date(data_dir, days[0])  # the partitions start at the data's first day
+    start_partitions_at(data_dir, days[0])  # the code server loaded below reads it
     quiet = {
         "loggers": {"console": {"config": {"log_level": "WARNING"}}},
         "execution": {"config": {"in_process": {}}},

@@ -242,6 +242,15 @@ def test_the_demo_leaves_a_summary_numbers_to_chart_and_links_to_mlflow(demo, ui
     assert versions["mlflow_run"].value.startswith("http://127.0.0.1:5000/#/experiments/")
     assert versions["mlflow_run"].value.endswith(f"/runs/{run_id}")
 
+    # numbers Dagster charts: per day, per run of the all-days assets
+    daily = latest_metadata(instance, "agent_daily_stats")
+    assert isinstance(daily["success_rate"], dg.FloatMetadataValue) and 0 < daily["success_rate"].value < 1
+    stats = latest_metadata(instance, "agent_stats")
+    assert 0 < stats["success_rate_all_time"].value < 1
+    posteriors = latest_metadata(instance, "agent_posteriors")
+    assert 0 < posteriors["min_best_p_best"].value <= 1
+    assert isinstance(posteriors["mean_best_posterior_mean"], dg.FloatMetadataValue)
+
     events = latest_metadata(instance, "outcome_events")
     assert isinstance(events["accepted"], dg.IntMetadataValue) and isinstance(
         events["quarantined"], dg.IntMetadataValue

@@ -99,3 +99,19 @@ def test_a_malformed_start_says_where_it_came_from(tmp_path):
 def test_write_start_date_refuses_a_non_date(tmp_path, bad):
     with pytest.raises(ValueError):
         write_start_date(tmp_path, bad)
+
+
+def test_the_demos_start_keeps_the_earliest_day_and_yields_to_the_variable(tmp_path, monkeypatch):
+    from learning_pipeline.cli.demo import start_partitions_at
+    from learning_pipeline.defs.partitions import read_start_date, start_date_file
+
+    monkeypatch.setenv(START_DATE_ENV, "2026-01-01")
+    start_partitions_at(tmp_path, "2026-11-29")
+    assert not start_date_file(tmp_path).exists()  # the variable decides; nothing written
+
+    monkeypatch.delenv(START_DATE_ENV)
+    start_partitions_at(tmp_path, "2026-11-29")
+    start_partitions_at(tmp_path, "2026-11-30")  # a re-run over later data keeps the earlier start
+    assert read_start_date(tmp_path) == "2026-11-29"
+    start_partitions_at(tmp_path, "2026-11-20")
+    assert read_start_date(tmp_path) == "2026-11-20"
