@@ -17,6 +17,7 @@ Posterior scoring: `thompson.Recommender` (most specific context bucket -> task 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from dataclasses import dataclass, field
@@ -29,8 +30,10 @@ import pandas as pd
 from learning_pipeline.lib.bandit import exploration, ope, thompson
 from learning_pipeline.lib.bandit import gate as gate_rules
 from learning_pipeline.lib.bandit.gate import GateDecision, eval_gate  # noqa: F401 (re-exported)
+from learning_pipeline.lib.storage.lake import write_bytes_atomic
 
 BROAD = thompson.ALL
+MODEL_FILE = "model.pkl"
 DEFAULT_CONTEXT_KEYS = ("complexity", "domain")
 
 
@@ -225,6 +228,8 @@ class RoutingPolicy:
 
     # ---- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
+        """Write the policy's files; a fitted model is pickled atomically and its SHA-256 kept in policy.json
+        (the registry records it too, so a loader can refuse a model file that was swapped)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.posteriors.to_parquet(directory / "posteriors.parquet", index=False)
@@ -235,20 +240,29 @@ class RoutingPolicy:
             "model_kind": self.model_kind,
             "validation": self.validation,
         }
-        (directory / "policy.json").write_text(json.dumps(meta, indent=2, default=str))
         if self.model is not None:
-            with open(directory / "model.pkl", "wb") as handle:
-                pickle.dump(self.model, handle)
+            blob = pickle.dumps(self.model)
+            write_bytes_atomic(directory / MODEL_FILE, blob)
+            meta["model_sha256"] = hashlib.sha256(blob).hexdigest()
+        (directory / "policy.json").write_text(json.dumps(meta, indent=2, default=str))
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> RoutingPolicy:
+    def load(cls, directory: str | Path, expected_model_sha256: str | None = None) -> RoutingPolicy:
+        """Read a saved policy. With `expected_model_sha256` (the digest recorded at registration, from a
+        trusted store) a model file whose digest differs is refused before it is unpickled."""
         directory = Path(directory)
         meta = json.loads((directory / "policy.json").read_text())
         model = None
-        if (directory / "model.pkl").exists():
-            with open(directory / "model.pkl", "rb") as handle:
-                model = pickle.load(handle)
+        if (directory / MODEL_FILE).exists():
+            blob = (directory / MODEL_FILE).read_bytes()
+            digest = hashlib.sha256(blob).hexdigest()
+            if expected_model_sha256 is not None and digest != expected_model_sha256:
+                raise ValueError(
+                    f"{directory / MODEL_FILE} has SHA-256 {digest[:12]}..., the registered model "
+                    f"{expected_model_sha256[:12]}...: refusing to load a model file that was changed"
+                )
+            model = pickle.loads(blob)
         return cls(
             posteriors=pd.read_parquet(directory / "posteriors.parquet"),
             agents=tuple(meta["agents"]),

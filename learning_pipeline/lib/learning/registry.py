@@ -164,14 +164,25 @@ def current_champion(client: MlflowClient, name: str = REGISTERED_MODEL) -> int 
 
 
 def load_policy(tracking_uri: str, version: int | str, name: str = REGISTERED_MODEL) -> RoutingPolicy:
-    """The RoutingPolicy of a registered version (a number or an alias such as 'champion')."""
-    ref = (
-        f"models:/{name}@{version}"
-        if isinstance(version, str) and not version.isdigit()
-        else f"models:/{name}/{version}"
-    )
-    with tracking(tracking_uri):
-        return mlflow.pyfunc.load_model(ref).unwrap_python_model().policy
+    """The RoutingPolicy of a registered version (a number or an alias such as 'champion').
+
+    The policy's files are downloaded from the version's artifacts; a pickled model is loaded only if its
+    SHA-256 equals the `model_sha256` tag recorded on the version at registration (the registry database is
+    trusted, the artifact store need not be)."""
+    import tempfile
+
+    with tracking(tracking_uri) as client:
+        mv = (
+            client.get_model_version_by_alias(name, version)
+            if isinstance(version, str) and not version.isdigit()
+            else client.get_model_version(name, str(version))
+        )
+        base = client.get_model_version_download_uri(name, mv.version)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{base}/artifacts/policy", dst_path=tmp, tracking_uri=tracking_uri
+            )
+            return RoutingPolicy.load(local, expected_model_sha256=mv.tags.get("model_sha256") or None)
 
 
 def log_cycle(
@@ -195,6 +206,7 @@ def log_cycle(
         )
         tmp_path = Path(tmp)
         policy_dir = policy.save(tmp_path / "policy")
+        model_sha256 = json.loads((policy_dir / "policy.json").read_text()).get("model_sha256", "")
         plots = [plot_posteriors(policy.posteriors, tmp_path / "posterior_densities.png")]
         if daily_success is not None:
             plots.append(plot_success_over_time(daily_success, tmp_path / "success_over_time.png"))
@@ -258,6 +270,7 @@ def log_cycle(
             "samples": str(result.n_events),
             "training_samples": str(int(policy.params.get("training_samples", 0))),
             "model_kind": policy.model_kind,
+            "model_sha256": model_sha256,  # load_policy refuses a model file with another digest
             "parameters": json.dumps(params, default=str)[:4900],
             "created_at_ms": str(int(time.time() * 1000)),
         }
