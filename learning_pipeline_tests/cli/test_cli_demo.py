@@ -1,6 +1,7 @@
 """`learning-pipeline demo`, the README's first command, run as a user runs it (small volume), then looked at
 through the GraphQL API the Dagster UI uses, on the code location the UI loads (workspace.yaml)."""
 
+import os
 import subprocess
 import sys
 import time
@@ -255,3 +256,24 @@ def test_the_demo_leaves_a_summary_numbers_to_chart_and_links_to_mlflow(demo, ui
     assert isinstance(events["accepted"], dg.IntMetadataValue) and isinstance(
         events["quarantined"], dg.IntMetadataValue
     )
+
+
+AUTOMATION_TICK = """
+import dagster as dg
+from learning_pipeline.definitions import defs
+with dg.DagsterInstance.get() as instance:
+    result = dg.evaluate_automation_conditions(defs=defs(), instance=instance)
+print(result.total_requested)
+"""
+
+
+def test_after_the_demo_automation_requests_nothing(demo):
+    """The automation sensor's first tick under `make ui` (a fresh cursor) finds nothing to run."""
+    data_dir, home, _ = demo
+    env = {**os.environ, DATA_DIR_ENV: str(data_dir), "DAGSTER_HOME": str(home)}
+    env.pop("LEARNING_PIPELINE_START_DATE", None)
+    out = subprocess.run(
+        [sys.executable, "-c", AUTOMATION_TICK], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "0"
