@@ -77,15 +77,31 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, lake: LakeResource)
 
     last_seq = ready[-1].seq
     days = sorted({day for entry in ready for day in entry.dates})
+    # A day whose run is still queued needs no second run: it reads every file staged before it starts.
+    waiting = _days_with_a_queued_run(context) & set(days)
     context.log.info(
         f"staged {len(staged_now)} new file(s); {len(ready)} file(s) since seq {after} touch {len(days)} day(s)"
+        + (f"; {len(waiting)} already queued" if waiting else "")
     )
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(partition_key=day, run_key=f"landing-{day}-through-{last_seq}") for day in days
+            dg.RunRequest(partition_key=day, run_key=f"landing-{day}-through-{last_seq}")
+            for day in days
+            if day not in waiting
         ],
         cursor=str(last_seq),
     )
+
+
+def _days_with_a_queued_run(context: dg.SensorEvaluationContext) -> set[str]:
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:  # evaluated without an instance (direct calls in tests)
+        return set()
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=landing_job.name, statuses=[dg.DagsterRunStatus.QUEUED]), limit=1000
+    )
+    return {run.tags["dagster/partition"] for run in runs if "dagster/partition" in run.tags}
 
 
 @dg.run_status_sensor(
