@@ -115,7 +115,7 @@ def run(args) -> dict:
     from learning_pipeline.defs.decisions.assets import agent_decisions
     from learning_pipeline.defs.events.assets import outcome_events
     from learning_pipeline.defs.resources import LakeResource
-    from learning_pipeline.lib.autonomy import graduation, operations
+    from learning_pipeline.lib.autonomy import operations
     from learning_pipeline.lib.events.decisions import DecisionLogger
     from learning_pipeline.lib.ingest.recorder import OutcomeRecorder
     from learning_pipeline.lib.learning.cycle import CycleConfig, run_cycle
@@ -206,9 +206,7 @@ def run(args) -> dict:
             est = ev.evaluation.value("candidate", ev.evaluation.gate_estimator)
             if result.registered.accepted:
                 version = result.registered.version
-                operations.decide_approvals(paths, uri, graduation.ApprovalThresholds())
-                operations.approve_candidate(paths, uri, version, "harness", "accepted by the gate")
-                operations.go_live(
+                operations.approve_and_go_live(
                     paths, uri, version, "harness", "the harness approves every accepted version"
                 )
                 live_log.append(

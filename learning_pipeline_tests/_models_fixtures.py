@@ -33,9 +33,8 @@ def artifact_uri(root: Path) -> str:
 
 def operator_makes_live(paths: LakePaths, uri: str, version: int, by: str = "test operator") -> None:
     """What a person does: approve a gate-accepted version and make it live (@champion)."""
-    from learning_pipeline.lib.autonomy import graduation, operations
+    from learning_pipeline.lib.autonomy import operations
 
-    operations.decide_approvals(paths, uri, graduation.ApprovalThresholds())
-    if graduation.approval_status(paths).get(int(version)) == graduation.PENDING:
-        operations.approve_candidate(paths, uri, version, by, "accepted by the gate")
-    operations.go_live(paths, uri, version, by, "the operator makes it live")
+    operations.approve_and_go_live(
+        paths, uri, version, by, "accepted by the gate; the operator makes it live"
+    )

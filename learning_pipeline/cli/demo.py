@@ -164,6 +164,7 @@ def _operator_makes_live(paths: LakePaths, echo) -> None:
     if not pending:
         return
     version, by = max(pending), "demo operator"
-    operations.approve_candidate(paths, uri, version, by, "the demo approves the accepted version")
-    operations.go_live(paths, uri, version, by, "the demo makes its first accepted version live")
+    operations.approve_and_go_live(
+        paths, uri, version, by, "the demo approves its accepted version and makes it live"
+    )
     echo(f"agent-router v{version}: approved and made live by the {by} (a person's decision in production)")

