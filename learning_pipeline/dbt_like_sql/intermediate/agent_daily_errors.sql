@@ -3,24 +3,20 @@
 -- error_type: the event's error_type, else 'timeout' for timeouts and 'unknown' for failures.
 -- The raw pass groups failed events on (event_date, hash(agent, task_type, context), status, error_type);
 -- the names come back from the distinct (agent, task_type, context) triples of int_daily_by_context, whose
--- hashes must be distinct (a collision fails the run). The roll-up to context buckets (and to task_type '*')
+-- hashes must be distinct (a collision fails the run: macro keys_distinct). The roll-up to context buckets (and to task_type '*')
 -- groups on small integer ids of (agent, task_type, bucket) and (agent, bucket), then attaches the names.
 with triples as (
     select agent_name, task_type, context, hash(agent_name, task_type, context) as group_key
     from (select distinct agent_name, task_type, context from {{ ref('int_daily_by_context') }})
-),
-checked_triples as (
-    select t.*
-    from triples as t
-    where case when (select count(distinct group_key) = count(*) from triples) then true
-        else error('agent_daily_errors: hash collision between (agent_name, task_type, context) triples') end
+    qualify keys_distinct(count(distinct group_key) over (), count(*) over (),
+        'agent_daily_errors: hash collision between (agent_name, task_type, context) triples')
 ),
 triple_buckets as (
     select
         t.group_key, t.agent_name, t.task_type, b.context_key, b.context_value,
         dense_rank() over (order by t.agent_name, t.task_type, b.context_key, b.context_value) as task_bucket_id,
         dense_rank() over (order by t.agent_name, b.context_key, b.context_value) as agent_bucket_id
-    from checked_triples as t
+    from triples as t
     join {{ ref('int_daily_context_buckets') }} as b on t.context is not distinct from b.context
 ),
 raw_errors as (

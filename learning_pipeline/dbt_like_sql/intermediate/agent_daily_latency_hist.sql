@@ -5,17 +5,13 @@
 -- over several days read from the summed histogram are within about +-1 / (2k) relative (2.5% at k = 20).
 -- Context buckets get no day-window quantiles (their 1h/24h quantiles are exact, from raw events).
 -- The raw pass groups on (event_date, hash(agent, task_type), b); names come back from the day's
--- (agent, task_type) pairs, whose hashes must be distinct (a collision fails the run). The '*' rows are
+-- (agent, task_type) pairs, whose hashes must be distinct (a collision fails the run: macro keys_distinct). The '*' rows are
 -- summed from the task-level histogram, not from raw events.
 with pairs as (
     select agent_name, task_type, hash(agent_name, task_type) as pair_key
     from (select distinct agent_name, task_type from {{ ref('int_daily_by_context') }})
-),
-checked_pairs as (
-    select p.*
-    from pairs as p
-    where case when (select count(distinct pair_key) = count(*) from pairs) then true
-        else error('agent_daily_latency_hist: hash collision between (agent_name, task_type) pairs') end
+    qualify keys_distinct(count(distinct pair_key) over (), count(*) over (),
+        'agent_daily_latency_hist: hash collision between (agent_name, task_type) pairs')
 ),
 raw_hist as (
     select
@@ -36,7 +32,7 @@ select
     exp(h.bucket / {{ var('latency_buckets_per_e', 20) }}) - 1 as latency_bucket_ms,
     cast(sum(h.n) as bigint) as n
 from raw_hist as h
-join checked_pairs as p using (pair_key)
+join pairs as p using (pair_key)
 group by grouping sets (
     (h.event_date, p.agent_name, p.task_type, h.bucket),
     (h.event_date, p.agent_name, h.bucket)

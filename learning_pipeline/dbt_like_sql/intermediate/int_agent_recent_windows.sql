@@ -8,9 +8,6 @@
 with ref_time as (
     select as_of from {{ ref('int_reference_time') }}
 ),
-keys as (
-    select unnest(['*'] || {{ var('context_keys', ['complexity', 'domain']) }}) as context_key
-),
 windows as (
     select * from (values ('1h', interval 1 hour), ('24h', interval 24 hour))
         as w(window_name, window_length)
@@ -52,17 +49,10 @@ grouped as (
 ),
 -- Each distinct context text once at the broad level ('*', '*') and once per context key with a value.
 buckets as (
-    select *
-    from (
-        select
-            t.context,
-            k.context_key,
-            case when k.context_key = '*' then '*' else json_extract_string(t.context, k.context_key) end
-                as context_value
-        from (select distinct context from grouped) as t
-        cross join keys as k
-    )
-    where context_value is not null
+    select
+        context,
+        unnest(context_buckets(context, {{ var('context_keys', ['complexity', 'domain']) }}), recursive := true)
+    from (select distinct context from grouped)
 ),
 errors as (
     select window_name, agent_name, task_type, context_key, context_value,

@@ -9,6 +9,9 @@ A model is one `.sql` file; its name is the file stem (unique across the tree). 
   numbers as numbers, None as NULL, lists as DuckDB lists, dates/datetimes as DATE/TIMESTAMPTZ literals);
 - a header comment `-- materialized: table` (or `view`, the default) chooses how the model is created.
 
+`.sql` files under `macros/` are not models: they define DuckDB macros (`create or replace macro ...;`) that
+`run` creates on the connection before any model, so a rule several models share is written once.
+
 Rendering never adds or removes lines, so an error position reported by DuckDB (`LINE n:`) maps straight
 back to the line of the model file; `SqlModelError` names the model, the file and that line.
 """
@@ -29,6 +32,7 @@ import duckdb
 SQL_ROOT: Path = Path(__file__).resolve().parents[2] / "dbt_like_sql"  # shipped inside the package
 
 MATERIALIZATIONS = ("view", "table")
+MACROS_DIR = "macros"
 
 _JINJA = re.compile(r"\{\{\s*(?P<fn>ref|source|var)\s*\((?P<args>[^)]*)\)\s*\}\}")
 _MATERIALIZED = re.compile(r"^\s*--\s*materialized\s*:\s*(?P<kind>\w+)\s*$", re.IGNORECASE | re.MULTILINE)
@@ -122,6 +126,7 @@ def _quote_ident(name: str) -> str:
 class SqlProject:
     root: Path
     models: dict[str, SqlModel] = field(default_factory=dict)
+    macro_files: tuple[Path, ...] = ()
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -130,14 +135,18 @@ class SqlProject:
         if not root.is_dir():
             raise SqlProjectError(f"SQL project directory not found: {root}")
         models: dict[str, SqlModel] = {}
+        macro_files: list[Path] = []
         for path in sorted(root.rglob("*.sql")):
+            if path.relative_to(root).parts[0] == MACROS_DIR:
+                macro_files.append(path)
+                continue
             model = cls._parse(path)
             if model.name in models:
                 raise SqlProjectError(
                     f"duplicate model name '{model.name}': {models[model.name].path} and {path}"
                 )
             models[model.name] = model
-        project = cls(root=root, models=models)
+        project = cls(root=root, models=models, macro_files=tuple(macro_files))
         project._check_refs()
         project._order(list(models))  # raises on cycles
         return project
@@ -303,6 +312,7 @@ class SqlProject:
             self._require(current)
             needed.add(current)
             stack.extend(self.models[current].refs)
+        self._create_macros(con)
         runs: list[ModelRun] = []
         for name in self._order(needed):
             model = self.models[name]
@@ -329,6 +339,13 @@ class SqlProject:
                 rows = con.execute(f"SELECT count(*) FROM {_quote_ident(name)}").fetchall()[0][0]
             runs.append(ModelRun(name=name, materialized=kind, sql=body, rows=rows))
         return runs
+
+    def _create_macros(self, con: duckdb.DuckDBPyConnection) -> None:
+        for path in self.macro_files:
+            try:
+                con.execute(path.read_text(encoding="utf-8")).fetchall()
+            except duckdb.Error as exc:
+                raise SqlProjectError(f"macro file {path}: {exc}") from exc
 
     @staticmethod
     def _drop_existing(con: duckdb.DuckDBPyConnection, name: str) -> None:

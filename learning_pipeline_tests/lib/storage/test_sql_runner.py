@@ -75,24 +75,63 @@ def test_missing_var_names_model_and_line(project_dir):
     assert "label" in str(info.value) and "summary.sql:1" in str(info.value)
 
 
-def test_cycle_is_reported(tmp_path):
-    write(tmp_path, "a.sql", "select * from {{ ref('b') }}")
-    write(tmp_path, "b.sql", "select * from {{ ref('c') }}")
-    write(tmp_path, "c.sql", "select * from {{ ref('a') }}")
-    with pytest.raises(SqlProjectError, match="cycle"):
+@pytest.mark.parametrize(
+    ("files", "match"),
+    [
+        (
+            {
+                "a.sql": "select * from {{ ref('b') }}",
+                "b.sql": "select * from {{ ref('c') }}",
+                "c.sql": "select * from {{ ref('a') }}",
+            },
+            "cycle",
+        ),
+        ({"x/m.sql": "select 1", "y/m.sql": "select 2"}, "duplicate model name 'm'"),
+    ],
+    ids=["cycle", "duplicate_names"],
+)
+def test_project_errors_are_reported(tmp_path, files, match):
+    for rel, text in files.items():
+        write(tmp_path, rel, text)
+    with pytest.raises(SqlProjectError, match=match):
         SqlProject.load(tmp_path)
 
 
-def test_unknown_ref_and_duplicate_names(tmp_path):
+def test_unknown_ref_names_the_line(tmp_path):
     write(tmp_path, "a.sql", "select 1\nfrom {{ ref('nope') }}")
     with pytest.raises(SqlModelError, match="unknown model 'nope'") as info:
         SqlProject.load(tmp_path)
     assert info.value.line == 2
-    (tmp_path / "a.sql").unlink()
-    write(tmp_path, "x/m.sql", "select 1")
-    write(tmp_path, "y/m.sql", "select 2")
-    with pytest.raises(SqlProjectError, match="duplicate model name 'm'"):
-        SqlProject.load(tmp_path)
+
+
+def test_macros_are_created_before_models(tmp_path):
+    write(tmp_path, "macros/twice.sql", "-- a shared rule\ncreate or replace macro twice(x) as 2 * x;\n")
+    write(tmp_path, "doubled.sql", "select twice(n) as m from {{ ref('numbers') }}")
+    write(tmp_path, "numbers.sql", "select range as n from range(3)")
+    project = SqlProject.load(tmp_path)
+    assert set(project.models) == {"doubled", "numbers"}
+    con = duckdb.connect()
+    project.run(con, select=["doubled"])
+    assert con.execute("SELECT list(m ORDER BY m) FROM doubled").fetchone() == ([0, 2, 4],)
+    write(tmp_path, "macros/twice.sql", "create or replace macro twice(x) as 2 * ;")
+    with pytest.raises(SqlProjectError, match="macro file .*twice.sql"):
+        SqlProject.load(tmp_path).run(duckdb.connect())
+
+
+def test_repository_macros_hold_shared_rules():
+    con = duckdb.connect()
+    SqlProject.load().run(con, select=[])
+    buckets = con.execute(
+        "SELECT unnest(context_buckets('{\"complexity\": \"high\"}', ['complexity', 'domain']), recursive := true)"
+    ).fetchall()
+    assert buckets == [("*", "*"), ("complexity", "high")]
+    texts = con.execute(
+        "SELECT json_text('\"a b\"'), json_text('{\"k\": 1}'), json_text('[]'), json_text(' '), json_text('x')"
+    ).fetchone()
+    assert texts == ("a b", '{"k":1}', None, None, "x")
+    assert con.execute("SELECT keys_distinct(2, 2, 'collision')").fetchone() == (True,)
+    with pytest.raises(duckdb.InvalidInputException, match="collision"):
+        con.execute("SELECT keys_distinct(1, 2, 'collision')").fetchone()
 
 
 def test_sql_error_maps_to_file_line(tmp_path):
