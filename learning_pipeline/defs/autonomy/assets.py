@@ -11,7 +11,6 @@ from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.autonomy import continuous as loop
 from learning_pipeline.lib.autonomy import graduation
 from learning_pipeline.lib.autonomy.alerts import (
-    DegradationRule,
     detect_degradation,
     milestone_alerts,
     raise_and_notify,
@@ -26,12 +25,12 @@ autonomy_ops = lazy_module("learning_pipeline.lib.autonomy.operations")
     deps=[dg.AssetDep("model_versions")],
     kinds={"mlflow", "parquet"},
     group_name="autonomy",
-    description="Approval of every version the eval gate accepted: auto-approved when auto-approval is on and "
-    "the thresholds hold, else pending_approval (a person approves; @champion stays on an approved version).",
 )
 def model_approvals(
     context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource, autonomy: AutonomyResource
 ) -> dg.MaterializeResult:
+    """Approval of every version the eval gate accepted: auto-approved when auto-approval is on and the
+    thresholds hold, else pending_approval (a person approves; @champion stays on an approved version)."""
     paths = lake.paths
     thresholds = autonomy.effective(paths).thresholds()  # with the operator's stored settings
     decided = autonomy_ops.decide_approvals(paths, mlflow.uri, thresholds, now=autonomy.clock())
@@ -58,13 +57,13 @@ def model_approvals(
     deps=[model_approvals, dg.AssetDep("outcome_events")],
     kinds={"mlflow", "parquet"},
     group_name="autonomy",
-    description="learning -> shadow when the graduation criteria hold on live traffic; shadow versions compared "
-    "with live traffic and logged to MLflow; shadow/live demoted to learning on degradation. Live needs a "
-    "human approval (graduation_approval_job or `learning-pipeline graduation approve`).",
 )
 def graduation_status(
     context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource, autonomy: AutonomyResource
 ) -> dg.MaterializeResult:
+    """learning -> shadow when the graduation criteria hold on live traffic; shadow versions compared with
+    live traffic and logged to MLflow; shadow/live demoted to learning on degradation. Live needs a human
+    approval (graduation_approval_job or `learning-pipeline graduation approve`)."""
     paths = lake.paths
     results = autonomy_ops.run_graduation(
         paths,
@@ -111,19 +110,17 @@ def graduation_status(
     deps=[graduation_status, dg.AssetDep("outcome_events")],
     kinds={"duckdb", "parquet"},
     group_name="autonomy",
-    description="agent_alerts: PERFORMANCE_DEGRADATION (success rate down > 10% relative over the last 3 "
-    "windows), MILESTONE, plus CONVERGENCE, GRADUATION_READY and ERROR raised by sensors and graduation; "
-    "de-duplicated; optionally POSTed to a webhook.",
 )
 def agent_alerts(
     context: dg.AssetExecutionContext, lake: LakeResource, autonomy: AutonomyResource
 ) -> dg.MaterializeResult:
+    """agent_alerts: PERFORMANCE_DEGRADATION (success rate down > 10% relative over the last 3 windows),
+    MILESTONE, plus CONVERGENCE, GRADUATION_READY and ERROR raised by sensors and graduation; de-
+    duplicated; optionally POSTed to a webhook."""
     paths = lake.paths
     now = autonomy.clock()
     store = autonomy.alert_store(paths)
-    rule = DegradationRule(
-        relative_drop=autonomy.degradation_relative_drop, min_samples=autonomy.degradation_min_samples
-    )
+    rule = autonomy.degradation_rule()
     with lake_connection(paths) as con:
         rates = window_success_rates(con, now.date(), rule)
     candidates = detect_degradation(rates, rule)
@@ -174,29 +171,38 @@ class HumanDecisionConfig(dg.Config):
     reason: str
 
 
-@dg.op(description="shadow -> live for one version: the only way a version goes live.")
-def approve_for_live(
-    context: dg.OpExecutionContext, config: HumanDecisionConfig, lake: LakeResource, mlflow: MlflowResource
-) -> dict:
-    rec = autonomy_ops.approve_live(lake.paths, mlflow.uri, config.version, config.by, config.reason)
-    context.log.info(f"v{config.version} is live, approved by {config.by}: {config.reason}")
-    return rec
+def _human_decision_job(name: str, op_name: str, action: str, done: str, description: str):
+    """A job of one op that applies a person's decision (`operations.<action>`) to the configured version."""
+
+    @dg.op(name=op_name, description=description)
+    def decide(
+        context: dg.OpExecutionContext,
+        config: HumanDecisionConfig,
+        lake: LakeResource,
+        mlflow: MlflowResource,
+    ) -> dict:
+        rec = getattr(autonomy_ops, action)(lake.paths, mlflow.uri, config.version, config.by, config.reason)
+        context.log.info(f"v{config.version} {done} by {config.by}: {config.reason}")
+        return rec
+
+    @dg.job(name=name, description=f"{description} (config: version, by, reason).")
+    def job():
+        decide()
+
+    return job
 
 
-@dg.job(description="Approve a version in shadow for live traffic (config: version, by, reason).")
-def graduation_approval_job():
-    approve_for_live()
-
-
-@dg.op(description="Approve a gate-accepted version waiting for a person: it becomes @champion.")
-def approve_pending_candidate(
-    context: dg.OpExecutionContext, config: HumanDecisionConfig, lake: LakeResource, mlflow: MlflowResource
-) -> dict:
-    rec = autonomy_ops.approve_candidate(lake.paths, mlflow.uri, config.version, config.by, config.reason)
-    context.log.info(f"v{config.version} approved by {config.by}: {config.reason}")
-    return rec
-
-
-@dg.job(description="Approve a candidate in pending_approval (config: version, by, reason).")
-def candidate_approval_job():
-    approve_pending_candidate()
+graduation_approval_job = _human_decision_job(
+    "graduation_approval_job",
+    "approve_for_live",
+    "approve_live",
+    "is live, approved",
+    "Approve a version in shadow or canary for live traffic: the only way a version goes live",
+)
+candidate_approval_job = _human_decision_job(
+    "candidate_approval_job",
+    "approve_pending_candidate",
+    "approve_candidate",
+    "approved",
+    "Approve a gate-accepted version waiting for a person (stage approved; live needs a second decision)",
+)

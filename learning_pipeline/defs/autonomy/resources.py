@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import UTC, datetime
 
 import dagster as dg
 
-from learning_pipeline.lib.autonomy.alerts import WEBHOOK_ENV, AlertStore
+from learning_pipeline.lib.autonomy.alerts import DEDUP_HOURS, WEBHOOK_ENV, AlertStore, DegradationRule
 from learning_pipeline.lib.autonomy.continuous import LoopSettings
 from learning_pipeline.lib.autonomy.graduation import ApprovalThresholds, GraduationCriteria
 from learning_pipeline.lib.autonomy.settings import SETTING_NAMES, SettingsStore
@@ -16,8 +17,17 @@ from learning_pipeline.lib.storage.lake import LakePaths
 AUTO_APPROVE_ENV = "LEARNING_PIPELINE_AUTO_APPROVE"
 
 
+_LOOP, _APPROVAL, _GRADUATION, _DEGRADATION = (
+    LoopSettings(),
+    ApprovalThresholds(),
+    GraduationCriteria(),
+    DegradationRule(),
+)
+
+
 class AutonomyResource(dg.ConfigurableResource):
-    """Everything the autonomous loop decides with.
+    """Everything the autonomous loop decides with. The defaults are those of the lib objects each group of
+    fields builds (LoopSettings, ApprovalThresholds, GraduationCriteria, DegradationRule): one home each.
 
     now: an ISO timestamp that replaces the wall clock (tests, replays); empty = real UTC time.
     """
@@ -25,32 +35,32 @@ class AutonomyResource(dg.ConfigurableResource):
     now: str = ""
     # continuous learning
     continuous_learning: bool = True  # the operator's switch (the sensor must also be running)
-    min_new_events: int = 100
-    min_iteration_gap_minutes: float = 60.0
-    max_iterations_per_day: int = 10
-    convergence_threshold: float = 0.01
-    convergence_cycles: int = 3
-    shift_z: float = 4.0
-    shift_window_hours: float = 48.0
-    shift_min_samples: int = 30
+    min_new_events: int = _LOOP.min_new_events
+    min_iteration_gap_minutes: float = _LOOP.min_iteration_gap_minutes
+    max_iterations_per_day: int = _LOOP.max_iterations_per_day
+    convergence_threshold: float = _LOOP.convergence_threshold
+    convergence_cycles: int = _LOOP.convergence_cycles
+    shift_z: float = _LOOP.shift_z
+    shift_window_hours: float = _LOOP.shift_window_hours
+    shift_min_samples: int = _LOOP.shift_min_samples
     # auto-approval
-    auto_approve: bool = False
-    approve_min_success_rate: float = 0.5
-    approve_min_samples: int = 200
-    approve_min_improvement: float = 0.02
-    approve_require_improvement: bool = True
+    auto_approve: bool = _APPROVAL.enabled
+    approve_min_success_rate: float = _APPROVAL.min_success_rate
+    approve_min_samples: int = _APPROVAL.min_samples
+    approve_min_improvement: float = _APPROVAL.min_improvement
+    approve_require_improvement: bool = _APPROVAL.require_improvement
     # graduation
-    graduation_min_cycles: int = 3
-    graduation_min_samples: int = 300
-    graduation_min_success_rate: float = 0.6
-    graduation_consistency_window: int = 3
-    graduation_max_drawdown: float = 0.15
-    graduation_demotion_drop: float = 0.10
+    graduation_min_cycles: int = _GRADUATION.min_cycles
+    graduation_min_samples: int = _GRADUATION.min_samples
+    graduation_min_success_rate: float = _GRADUATION.min_success_rate
+    graduation_consistency_window: int = _GRADUATION.consistency_window
+    graduation_max_drawdown: float = _GRADUATION.max_drawdown
+    graduation_demotion_drop: float = _GRADUATION.demotion_drop
     # alerts
     webhook_url: str = ""
-    alert_dedup_hours: float = 24.0
-    degradation_relative_drop: float = 0.10
-    degradation_min_samples: int = 30
+    alert_dedup_hours: float = DEDUP_HOURS
+    degradation_relative_drop: float = _DEGRADATION.relative_drop
+    degradation_min_samples: int = _DEGRADATION.min_samples
 
     def clock(self) -> datetime:
         if not self.now:
@@ -70,36 +80,24 @@ class AutonomyResource(dg.ConfigurableResource):
         fields = {name: getattr(self, name) for name in type(self).model_fields}
         return AutonomyResource(**{**fields, **overrides})
 
+    def _build(self, cls, prefix: str, **renamed: str):
+        """A `cls` from this resource's fields: field f of cls takes `renamed[f]` or `prefix + f`; fields of
+        cls with no such resource field keep their defaults."""
+        own = type(self).model_fields
+        names = {f.name: renamed.get(f.name, prefix + f.name) for f in dataclasses.fields(cls)}
+        return cls(**{f: getattr(self, name) for f, name in names.items() if name in own})
+
     def loop_settings(self) -> LoopSettings:
-        return LoopSettings(
-            min_new_events=self.min_new_events,
-            min_iteration_gap_minutes=self.min_iteration_gap_minutes,
-            max_iterations_per_day=self.max_iterations_per_day,
-            convergence_threshold=self.convergence_threshold,
-            convergence_cycles=self.convergence_cycles,
-            shift_z=self.shift_z,
-            shift_window_hours=self.shift_window_hours,
-            shift_min_samples=self.shift_min_samples,
-        )
+        return self._build(LoopSettings, "")
 
     def thresholds(self) -> ApprovalThresholds:
-        return ApprovalThresholds(
-            enabled=self.auto_approve,
-            min_success_rate=self.approve_min_success_rate,
-            min_samples=self.approve_min_samples,
-            min_improvement=self.approve_min_improvement,
-            require_improvement=self.approve_require_improvement,
-        )
+        return self._build(ApprovalThresholds, "approve_", enabled="auto_approve")
 
     def criteria(self) -> GraduationCriteria:
-        return GraduationCriteria(
-            min_cycles=self.graduation_min_cycles,
-            min_samples=self.graduation_min_samples,
-            min_success_rate=self.graduation_min_success_rate,
-            consistency_window=self.graduation_consistency_window,
-            max_drawdown=self.graduation_max_drawdown,
-            demotion_drop=self.graduation_demotion_drop,
-        )
+        return self._build(GraduationCriteria, "graduation_")
+
+    def degradation_rule(self) -> DegradationRule:
+        return self._build(DegradationRule, "degradation_")
 
     def alert_store(self, paths: LakePaths) -> AlertStore:
         return AlertStore(paths, dedup_hours=self.alert_dedup_hours)

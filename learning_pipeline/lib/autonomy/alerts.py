@@ -28,36 +28,21 @@ import numpy as np
 import pandas as pd
 
 from learning_pipeline.lib.storage.lake import LakePaths, write_parquet_atomic
-from learning_pipeline.lib.storage.state_store import Column, StateStore, TableSpec, Tx, open_state_store
+from learning_pipeline.lib.storage.state_store import StateStore, TableSpec, Tx, open_state_store
 
 log = logging.getLogger(__name__)
 
 ALERT_TYPES = ("PERFORMANCE_DEGRADATION", "CONVERGENCE", "GRADUATION_READY", "ERROR", "MILESTONE")
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
 WEBHOOK_ENV = "LEARNING_PIPELINE_ALERT_WEBHOOK_URL"
+DEDUP_HOURS = 24.0
 
-ALERTS_TABLE = TableSpec(
+ALERTS_TABLE = TableSpec.parse(
     "agent_alerts",
-    (
-        Column("id", "text", primary_key=True),
-        Column("alert_type", "text", nullable=False),
-        Column("severity", "text", nullable=False),
-        Column("title", "text", nullable=False),
-        Column("message", "text", nullable=False),
-        Column("agent_name", "text"),
-        Column("model_version", "int"),
-        Column("metric", "text"),
-        Column("value", "float"),
-        Column("threshold", "float"),
-        Column("details", "text"),
-        Column("source", "text"),
-        Column("dedup_key", "text", nullable=False),
-        Column("created_at", "timestamp", nullable=False),
-        Column("acknowledged", "bool", nullable=False, default="false"),
-        Column("acknowledged_at", "timestamp"),
-        Column("acknowledged_by", "text"),
-        Column("notified", "bool", nullable=False, default="false"),
-    ),
+    "id text primary key, alert_type text not null, severity text not null, title text not null, message text "
+    "not null, agent_name text, model_version int, metric text, value float, threshold float, details text, "
+    "source text, dedup_key text not null, created_at timestamp not null, acknowledged bool not null default "
+    "false, acknowledged_at timestamp, acknowledged_by text, notified bool not null default false",
     indexes=(("dedup_key",), ("created_at",)),
 )
 COLUMNS = ALERTS_TABLE.names
@@ -111,7 +96,7 @@ class AlertStore:
         self,
         paths: LakePaths,
         lock_timeout_seconds: float = 30.0,
-        dedup_hours: float = 24.0,
+        dedup_hours: float = DEDUP_HOURS,
         state_url: str | None = None,
     ):
         self.paths = paths
@@ -342,31 +327,40 @@ MILESTONE_CYCLES = (10, 50, 100, 500, 1000)
 def milestone_alerts(
     total_cycles: int, best_success_rate: float | None = None, success_milestone: float = 0.7
 ) -> list[Alert]:
-    out = [
-        Alert(
-            "MILESTONE",
-            "INFO",
+    # (title, message, key, metric, value, threshold) of every milestone reached
+    reached = [
+        (
             f"{m} learning cycles",
             f"the learning loop has completed {m} cycles",
-            dedup_key=f"MILESTONE:cycles:{m}",
-            metric="learning_cycles",
-            value=float(total_cycles),
-            threshold=m,
+            f"cycles:{m}",
+            "learning_cycles",
+            float(total_cycles),
+            m,
         )
         for m in MILESTONE_CYCLES
         if total_cycles >= m
     ]
     if best_success_rate is not None and best_success_rate >= success_milestone:
-        out.append(
-            Alert(
-                "MILESTONE",
-                "INFO",
+        reached.append(
+            (
                 f"success rate above {success_milestone:.0%}",
                 f"the live routing policy reached a success rate of {best_success_rate:.3f}",
-                dedup_key=f"MILESTONE:success:{success_milestone}",
-                metric="success_rate",
-                value=float(best_success_rate),
-                threshold=success_milestone,
+                f"success:{success_milestone}",
+                "success_rate",
+                float(best_success_rate),
+                success_milestone,
             )
         )
-    return out
+    return [
+        Alert(
+            "MILESTONE",
+            "INFO",
+            title,
+            message,
+            f"MILESTONE:{key}",
+            metric=metric,
+            value=value,
+            threshold=limit,
+        )
+        for title, message, key, metric, value, limit in reached
+    ]

@@ -26,21 +26,13 @@ import pandas as pd
 import pyarrow as pa
 
 from learning_pipeline.lib.storage.lake import LakePaths, new_batch_name, write_parquet_atomic
+from learning_pipeline.lib.storage.state_store import TableSpec
 
-LEARNING_CYCLES_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("event_type", pa.string(), nullable=False),  # cycle_requested / converged / woken
-        pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("trigger", pa.string()),  # continuous_learning_sensor / learning_cycle_schedule / ...
-        pa.field("partition_key", pa.string()),
-        pa.field("run_key", pa.string()),
-        pa.field("staging_seq", pa.int64()),
-        pa.field("new_events", pa.int64()),
-        pa.field("mean_improvement", pa.float64()),
-        pa.field("reason", pa.string()),
-        pa.field("details", pa.string()),
-    ]
+# event_type: cycle_requested / converged / woken; trigger: continuous_learning_sensor / learning_cycle_schedule
+LEARNING_CYCLES_TABLE = TableSpec.parse(
+    "learning_cycles",
+    "id text primary key not null, event_type text not null, at timestamp not null, trigger text, partition_key "
+    "text, run_key text, staging_seq int, new_events int, mean_improvement float, reason text, details text",
 )
 CYCLE_REQUESTED, CONVERGED, WOKEN = "cycle_requested", "converged", "woken"
 
@@ -104,7 +96,7 @@ def read_learning_cycles(paths: LakePaths) -> pd.DataFrame:
     directory = paths.table("learning_cycles")
     files = sorted(directory.glob("*.parquet")) if directory.exists() else []
     if not files:
-        return LEARNING_CYCLES_SCHEMA.empty_table().to_pandas()
+        return LEARNING_CYCLES_TABLE.schema.empty_table().to_pandas()
     with duckdb.connect() as con:
         return con.execute(
             'SELECT * FROM read_parquet(?, union_by_name = true) ORDER BY "at", id', [[str(f) for f in files]]
@@ -138,7 +130,7 @@ def record_cycle_event(
         "reason": reason,
         "details": json.dumps(details or {}, default=str),
     }
-    table = pa.Table.from_pylist([row], schema=LEARNING_CYCLES_SCHEMA)
+    table = pa.Table.from_pylist([row], schema=LEARNING_CYCLES_TABLE.schema)
     write_parquet_atomic(paths.table("learning_cycles") / new_batch_name(event_type, "parquet"), table)
     return row
 

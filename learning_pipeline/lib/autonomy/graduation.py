@@ -35,6 +35,7 @@ import pandas as pd
 import pyarrow as pa
 
 from learning_pipeline.lib.storage.lake import LakePaths, new_batch_name, write_parquet_atomic
+from learning_pipeline.lib.storage.state_store import TableSpec
 
 APPROVED, PENDING = "approved", "pending_approval"
 CANDIDATE, REJECTED, SHADOW, CANARY, LIVE, RETIRED = (
@@ -49,36 +50,18 @@ STAGES = (CANDIDATE, REJECTED, APPROVED, SHADOW, CANARY, LIVE, RETIRED)
 DEMOTED_TO = {LIVE: RETIRED, CANARY: SHADOW, SHADOW: APPROVED}
 SHADOW_EXPERIMENT = "agent-router-shadow"
 
-APPROVALS_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("version", pa.int64(), nullable=False),
-        pa.field("decision", pa.string(), nullable=False),  # approved / pending_approval
-        pa.field("decided_by", pa.string(), nullable=False),  # "auto-approval" or a person's name
-        pa.field("trigger_kind", pa.string(), nullable=False),  # automatic / human
-        pa.field("reason", pa.string()),
-        pa.field("metrics", pa.string()),
-        pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),  # the deciding clock (may be injected)
-        pa.field(
-            "recorded_at", pa.timestamp("us", tz="UTC"), nullable=False
-        ),  # wall clock: the order of rows
-    ]
+# decision: approved / pending_approval; decided_by: "auto-approval" or a person's name; trigger_kind: automatic /
+# human; at: the deciding clock (may be injected); recorded_at: the wall clock, the order of rows
+APPROVALS_TABLE = TableSpec.parse(
+    "model_approvals",
+    "id text primary key not null, version int not null, decision text not null, decided_by text not null, "
+    "trigger_kind text not null, reason text, metrics text, at timestamp not null, recorded_at timestamp not null",
 )
-GRADUATION_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("version", pa.int64(), nullable=False),
-        pa.field("from_stage", pa.string()),
-        pa.field("to_stage", pa.string(), nullable=False),
-        pa.field("triggered_by", pa.string(), nullable=False),
-        pa.field("trigger_kind", pa.string(), nullable=False),  # automatic / human
-        pa.field("reason", pa.string()),
-        pa.field("metrics", pa.string()),
-        pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),  # the deciding clock (may be injected)
-        pa.field(
-            "recorded_at", pa.timestamp("us", tz="UTC"), nullable=False
-        ),  # wall clock: the order of rows
-    ]
+GRADUATION_TABLE = TableSpec.parse(
+    "graduation_events",
+    "id text primary key not null, version int not null, from_stage text, to_stage text not null, triggered_by "
+    "text not null, trigger_kind text not null, reason text, metrics text, at timestamp not null, recorded_at "
+    "timestamp not null",
 )
 
 
@@ -86,23 +69,37 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _read(paths: LakePaths, table: str, schema: pa.Schema) -> pd.DataFrame:
-    directory = paths.table(table)
+def _read(paths: LakePaths, spec: TableSpec) -> pd.DataFrame:
+    directory = paths.table(spec.name)
     files = sorted(directory.glob("*.parquet")) if directory.exists() else []
     if not files:
-        return schema.empty_table().to_pandas()
+        return spec.schema.empty_table().to_pandas()
     with duckdb.connect() as con:
         return con.execute(
             "SELECT * FROM read_parquet(?) ORDER BY recorded_at, id", [[str(f) for f in files]]
         ).df()
 
 
-def _append(paths: LakePaths, table: str, schema: pa.Schema, row: dict) -> dict:
-    row = {**row, "recorded_at": datetime.now(UTC)}
-    write_parquet_atomic(
-        paths.table(table) / new_batch_name(table, "parquet"), pa.Table.from_pylist([row], schema=schema)
-    )
+def _append(paths: LakePaths, spec: TableSpec, version: int, row: dict, metrics: dict | None, at) -> dict:
+    """One row of `spec` for `version`: a new id, the metrics as JSON, the deciding and the wall clock."""
+    row = {
+        "id": uuid.uuid4().hex,
+        "version": int(version),
+        **row,
+        "metrics": json.dumps(
+            metrics or {}, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)
+        ),
+        "at": _utc(at or datetime.now(UTC)),
+        "recorded_at": datetime.now(UTC),
+    }
+    table = pa.Table.from_pylist([row], schema=spec.schema)
+    write_parquet_atomic(paths.table(spec.name) / new_batch_name(spec.name, "parquet"), table)
     return row
+
+
+def _latest(frame: pd.DataFrame, column: str) -> dict[int, str]:
+    """version -> `column` of its latest row."""
+    return {int(v): value for v, value in frame.groupby("version")[column].last().items()}
 
 
 # ---- approval ------------------------------------------------------------------------------------
@@ -138,13 +135,12 @@ def approval_check(row: dict, thresholds: ApprovalThresholds) -> tuple[bool, lis
 
 
 def read_approvals(paths: LakePaths) -> pd.DataFrame:
-    return _read(paths, "model_approvals", APPROVALS_SCHEMA)
+    return _read(paths, APPROVALS_TABLE)
 
 
 def approval_status(paths: LakePaths) -> dict[int, str]:
     """version -> its latest approval decision."""
-    approvals = read_approvals(paths)
-    return {int(v): d for v, d in approvals.groupby("version")["decision"].last().items()}
+    return _latest(read_approvals(paths), "decision")
 
 
 def record_approval(
@@ -159,21 +155,8 @@ def record_approval(
 ) -> dict:
     if decision not in (APPROVED, PENDING):
         raise ValueError(f"decision must be {APPROVED} or {PENDING}")
-    return _append(
-        paths,
-        "model_approvals",
-        APPROVALS_SCHEMA,
-        {
-            "id": uuid.uuid4().hex,
-            "version": int(version),
-            "decision": decision,
-            "decided_by": decided_by,
-            "trigger_kind": trigger_kind,
-            "reason": reason,
-            "metrics": json.dumps(metrics or {}, default=str),
-            "at": _utc(at or datetime.now(UTC)),
-        },
-    )
+    row = {"decision": decision, "decided_by": decided_by, "trigger_kind": trigger_kind, "reason": reason}
+    return _append(paths, APPROVALS_TABLE, version, row, metrics, at)
 
 
 # ---- graduation ----------------------------------------------------------------------------------
@@ -192,12 +175,11 @@ class GraduationCriteria:
 
 
 def read_graduation_events(paths: LakePaths) -> pd.DataFrame:
-    return _read(paths, "graduation_events", GRADUATION_SCHEMA)
+    return _read(paths, GRADUATION_TABLE)
 
 
 def current_stages(paths: LakePaths) -> dict[int, str]:
-    events = read_graduation_events(paths)
-    return {int(v): s for v, s in events.groupby("version")["to_stage"].last().items()}
+    return _latest(read_graduation_events(paths), "to_stage")
 
 
 def record_transition(
@@ -215,29 +197,21 @@ def record_transition(
         raise ValueError(f"stage must be one of {STAGES}")
     if not triggered_by:
         raise ValueError("a transition needs who or what triggered it")
-    return _append(
-        paths,
-        "graduation_events",
-        GRADUATION_SCHEMA,
-        {
-            "id": uuid.uuid4().hex,
-            "version": int(version),
-            "from_stage": from_stage,
-            "to_stage": to_stage,
-            "triggered_by": triggered_by,
-            "trigger_kind": trigger_kind,
-            "reason": reason,
-            "metrics": json.dumps(metrics or {}, default=float),
-            "at": _utc(at or datetime.now(UTC)),
-        },
-    )
+    row = {
+        "from_stage": from_stage,
+        "to_stage": to_stage,
+        "triggered_by": triggered_by,
+        "trigger_kind": trigger_kind,
+        "reason": reason,
+    }
+    return _append(paths, GRADUATION_TABLE, version, row, metrics, at)
 
 
 def approve_live(
     paths: LakePaths, version: int, by: str, reason: str, at: datetime | None = None
 ) -> list[dict]:
     """shadow | canary -> live: the only way to live, an explicit human decision. Retires the live one."""
-    _require_person(by, reason, "approving a version for live")
+    require_person(by, reason, "approving a version for live")
     stages = current_stages(paths)
     stage = stages.get(int(version))
     if stage not in (SHADOW, CANARY):
@@ -255,7 +229,7 @@ def approve_live(
 
 def start_canary(paths: LakePaths, version: int, by: str, reason: str, at: datetime | None = None) -> dict:
     """shadow -> canary (a person): the version serves a share of the requests beside live."""
-    _require_person(by, reason, "starting a canary")
+    require_person(by, reason, "starting a canary")
     stage = current_stages(paths).get(int(version))
     if stage != SHADOW:
         raise ValueError(
@@ -314,11 +288,10 @@ def previous_live(paths: LakePaths, version: int) -> int | None:
     return int(before["version"].iloc[-1]) if len(before) else None
 
 
-def _require_person(by: str, reason: str, what: str) -> None:
-    if not by or not by.strip():
-        raise ValueError(f"{what} needs a name (--by)")
-    if not reason or not reason.strip():
-        raise ValueError(f"{what} needs a reason")
+def require_person(by: str, reason: str, what: str) -> None:
+    """A person's decision names who (`by`) and why (`reason`)."""
+    if not by or not by.strip() or not reason or not reason.strip():
+        raise ValueError(f"{what} needs --by and --reason")
 
 
 def live_traffic(con: duckdb.DuckDBPyConnection, policy, start: date, end: date) -> pd.DataFrame:

@@ -102,8 +102,7 @@ def approve_candidate(
     paths: LakePaths, tracking_uri: str, version: int, by: str, reason: str, now: datetime | None = None
 ) -> dict:
     """A person approves a pending version: stage `approved` (it serves only once a person makes it live)."""
-    if not by or not by.strip() or not reason or not reason.strip():
-        raise ValueError("an approval needs --by and --reason")
+    graduation.require_person(by, reason, "an approval")
     status = graduation.approval_status(paths)
     if status.get(int(version)) != PENDING:
         raise ValueError(
@@ -139,26 +138,18 @@ def demote(
     paths: LakePaths, tracking_uri: str, version: int, by: str, reason: str, now: datetime | None = None
 ) -> dict:
     """A person moves a version one stage back; a demoted live version hands live back to its predecessor."""
-    if not by or not by.strip() or not reason or not reason.strip():
-        raise ValueError("a demotion needs --by and --reason")
+    graduation.require_person(by, reason, "a demotion")
     rows = graduation.demote(paths, version, by, "human", reason, at=_now(now))
     sync_aliases(paths, tracking_uri)
     return rows[0]
 
 
 def go_live(
-    paths: LakePaths,
-    tracking_uri: str,
-    version: int,
-    by: str,
-    reason: str,
-    force: bool = False,
-    now: datetime | None = None,
+    paths: LakePaths, tracking_uri: str, version: int, by: str, reason: str, force: bool = False
 ) -> dict:
     """Make `version` live whatever its stage (rollback): refused for a version that was rejected or never
     approved unless `force`; always records who and why, and retires the current live version."""
-    if not by or not by.strip() or not reason or not reason.strip():
-        raise ValueError("making a version live needs --by and --reason")
+    graduation.require_person(by, reason, "making a version live")
     versions = versions_frame(tracking_uri)
     row = versions[versions["version_number"] == int(version)]
     if row.empty:
@@ -173,14 +164,13 @@ def go_live(
             f"version {version} was {'rejected by the gate' if row['gate'].iloc[0] != 'accepted' else 'never approved'}"
             "; pass --force with a reason to make it live anyway"
         )
-    now = _now(now)
     for v, s in stages.items():
         if s == LIVE:
             graduation.record_transition(
-                paths, v, LIVE, graduation.RETIRED, by, "human", f"replaced by v{version}", at=now
+                paths, v, LIVE, graduation.RETIRED, by, "human", f"replaced by v{version}"
             )
     kind = "human (forced)" if force else "human"
-    rec = graduation.record_transition(paths, version, stage or CANDIDATE, LIVE, by, kind, reason, at=now)
+    rec = graduation.record_transition(paths, version, stage or CANDIDATE, LIVE, by, kind, reason)
     sync_aliases(paths, tracking_uri)
     return rec
 

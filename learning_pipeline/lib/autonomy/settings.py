@@ -18,7 +18,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from learning_pipeline.lib.storage.lake import LakePaths
-from learning_pipeline.lib.storage.state_store import Column, TableSpec, open_state_store
+from learning_pipeline.lib.storage.state_store import TableSpec, open_state_store
 
 
 class LoopControl(BaseModel):
@@ -55,26 +55,15 @@ class LoopControl(BaseModel):
 
 SETTING_NAMES = tuple(LoopControl.model_fields)
 
-SETTINGS_TABLE = TableSpec(
+SETTINGS_TABLE = TableSpec.parse(
     "loop_settings",
-    (
-        Column("name", "text", primary_key=True),
-        Column("value", "text", nullable=False),  # JSON
-        Column("changed_at", "timestamp", nullable=False),
-        Column("changed_by", "text", nullable=False),
-    ),
-)
-CHANGES_TABLE = TableSpec(
+    "name text primary key, value text not null, changed_at timestamp not null, changed_by text not null",
+)  # value: JSON
+# old_value: JSON of the effective value before (NULL: the default); new_value: JSON (NULL: reset to the default)
+CHANGES_TABLE = TableSpec.parse(
     "loop_settings_changes",
-    (
-        Column("id", "text", primary_key=True),
-        Column("at", "timestamp", nullable=False),
-        Column("by", "text", nullable=False),
-        Column("name", "text", nullable=False),
-        Column("old_value", "text"),  # JSON of the effective value before, NULL: the default
-        Column("new_value", "text"),  # JSON, NULL: reset to the default
-        Column("reason", "text", nullable=False),
-    ),
+    "id text primary key, at timestamp not null, by text not null, name text not null, old_value text, "
+    "new_value text, reason text not null",
     indexes=(("at",),),
 )
 

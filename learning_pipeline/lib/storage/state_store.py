@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -70,6 +71,9 @@ class Column:
             raise ValueError(f"column {self.name}: type must be one of {sorted(_TYPES)}, got {self.type!r}")
 
 
+_COLUMN = re.compile(r"(\w+) (\w+)( primary key)?( not null)?(?: default (\S+))?", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """A table's columns (logical types) and indexes, and how its rows become DataFrames and Arrow tables."""
@@ -78,9 +82,26 @@ class TableSpec:
     columns: tuple[Column, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
 
+    @classmethod
+    def parse(cls, name: str, columns: str, indexes: tuple[tuple[str, ...], ...] = ()) -> TableSpec:
+        """A spec from column definitions written as in SQL with the logical types, comma-separated, e.g.
+        `"id text primary key, version int not null, acknowledged bool not null default false"`."""
+        parsed = []
+        for definition in columns.split(","):
+            found = _COLUMN.fullmatch(definition.strip())
+            if found is None:
+                raise ValueError(f"table {name}: cannot read the column definition {definition.strip()!r}")
+            column, kind, key, not_null, default = found.groups()
+            parsed.append(Column(column, kind, not not_null, bool(key), default))
+        return cls(name, tuple(parsed), indexes)
+
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, _TYPES[c.type][3], nullable=c.nullable) for c in self.columns])
 
     def ddl(self, dialect: str) -> list[str]:
         index = 0 if dialect == "sqlite" else 1
@@ -122,14 +143,13 @@ class TableSpec:
         return pd.DataFrame(out, columns=columns)
 
     def arrow(self, frame: pd.DataFrame) -> pa.Table:
-        schema = pa.schema([pa.field(c.name, _TYPES[c.type][3], nullable=c.nullable) for c in self.columns])
         arrays = []
         for c in self.columns:
             values = frame[c.name]
             if c.type == "timestamp":  # UTC instants as naive datetime64: arrow reads them as UTC
                 values = values.dt.tz_convert(None).to_numpy()
             arrays.append(pa.array(values, type=_TYPES[c.type][3], from_pandas=True))
-        return pa.Table.from_arrays(arrays, schema=schema)
+        return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
 def _utc_text(value: datetime) -> str:
@@ -179,6 +199,21 @@ class Tx:
     def after_commit(self, work: Callable[[Tx], None]) -> None:
         """Run `work(tx)` after this write commits, while the table's writer lock is still held."""
         self._after.append(work)
+
+
+@contextmanager
+def _transaction(tx: Tx, begin: str, alive: Callable[[], bool] = lambda: True) -> Iterator[Tx]:
+    """`begin` ... COMMIT (ROLLBACK on error while the connection is `alive`), then the after-commit work."""
+    tx._cursor.execute(begin)
+    try:
+        yield tx
+    except BaseException:
+        if alive():
+            tx._cursor.execute("ROLLBACK")
+        raise
+    tx._cursor.execute("COMMIT")
+    for work in tx._after:
+        work(tx)
 
 
 class StateStore:
@@ -286,16 +321,8 @@ class SqliteStateStore(StateStore):
         with self._locked(table, timeout):
             con = self._connect()
             try:
-                tx = Tx(con.cursor(), self.dialect)
-                con.execute("BEGIN IMMEDIATE")
-                try:
+                with _transaction(Tx(con.cursor(), self.dialect), "BEGIN IMMEDIATE") as tx:
                     yield tx
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                con.execute("COMMIT")
-                for work in tx._after:
-                    work(tx)
             finally:
                 con.close()
 
@@ -360,17 +387,8 @@ class PostgresStateStore(StateStore):
                 finally:
                     cur.execute("SELECT set_config('lock_timeout', '0', false)")
                 try:
-                    tx = Tx(cur, self.dialect)
-                    cur.execute("BEGIN")
-                    try:
+                    with _transaction(Tx(cur, self.dialect), "BEGIN", lambda: not con.closed) as tx:
                         yield tx
-                    except BaseException:
-                        if not con.closed:
-                            cur.execute("ROLLBACK")
-                        raise
-                    cur.execute("COMMIT")
-                    for work in tx._after:
-                        work(tx)
                 finally:
                     if not con.closed:
                         cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
