@@ -7,23 +7,20 @@ import os
 
 import dagster as dg
 
-from learning_pipeline.lib.ingest.kafka_io import (
-    ENV_BATCH_SIZE,
-    ENV_BATCH_TIMEOUT,
-    ENV_BOOTSTRAP,
-    ENV_CONNECT_TIMEOUT,
-    ENV_EXTRA_CONFIG,
-    ENV_GROUP,
-    ENV_OFFSET_RESET,
-    ENV_SESSION_TIMEOUT,
-    ENV_TOPIC,
-    KafkaSettings,
-)
+from learning_pipeline.lib.ingest.kafka_io import ENV_EXTRA_CONFIG, ENV_VARS, KafkaSettings
 
 ENV_MAX_BATCHES_PER_TICK = "KAFKA_SENSOR_MAX_BATCHES"
 ENV_MAX_SECONDS_PER_TICK = "KAFKA_SENSOR_MAX_SECONDS"
 
 _DEFAULTS = KafkaSettings()
+# KafkaResource fields named otherwise than the KafkaSettings field they set
+_SETTINGS_NAMES = {"batch_timeout_seconds": "batch_timeout", "connect_timeout_seconds": "connect_timeout"}
+# KafkaResource fields that are not KafkaSettings fields, with their environment variables
+_OWN_ENV_VARS = {
+    "extra_config_json": ENV_EXTRA_CONFIG,
+    "max_batches_per_tick": ENV_MAX_BATCHES_PER_TICK,
+    "max_seconds_per_tick": ENV_MAX_SECONDS_PER_TICK,
+}
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -46,45 +43,29 @@ class KafkaResource(dg.ConfigurableResource):
         extra = json.loads(self.extra_config_json) if self.extra_config_json.strip() else {}
         if not isinstance(extra, dict):
             raise ValueError("extra_config_json must be a JSON object of librdkafka properties")
-        return KafkaSettings(
-            bootstrap_servers=self.bootstrap_servers,
-            topic=self.topic,
-            group_id=self.group_id,
-            batch_size=self.batch_size,
-            batch_timeout=self.batch_timeout_seconds,
-            session_timeout_ms=self.session_timeout_ms,
-            auto_offset_reset=self.auto_offset_reset,
-            connect_timeout=self.connect_timeout_seconds,
-            extra_config=extra,
-        )
+        values = {
+            _SETTINGS_NAMES.get(name, name): getattr(self, name)
+            for name in type(self).model_fields
+            if name not in _OWN_ENV_VARS
+        }
+        return KafkaSettings(**values, extra_config=extra)
+
+
+def _env_var(field_name: str) -> str:
+    return _OWN_ENV_VARS.get(field_name) or ENV_VARS[_SETTINGS_NAMES.get(field_name, field_name)]
 
 
 def default_kafka_resource() -> KafkaResource:
     """A KafkaResource reading each setting from its environment variable when that is set."""
-    env = os.environ
     values: dict = {}
-    for field_name, var in (
-        ("bootstrap_servers", ENV_BOOTSTRAP),
-        ("topic", ENV_TOPIC),
-        ("group_id", ENV_GROUP),
-        ("auto_offset_reset", ENV_OFFSET_RESET),
-        ("extra_config_json", ENV_EXTRA_CONFIG),
-    ):
-        if env.get(var):
-            values[field_name] = dg.EnvVar(var)
-    for field_name, var in (
-        ("batch_size", ENV_BATCH_SIZE),
-        ("session_timeout_ms", ENV_SESSION_TIMEOUT),
-        ("max_batches_per_tick", ENV_MAX_BATCHES_PER_TICK),
-    ):
-        if env.get(var):
-            values[field_name] = dg.EnvVar.int(var)
-    # Seconds may be fractional; Dagster has no float EnvVar, so these are read when definitions load.
-    for field_name, var in (
-        ("batch_timeout_seconds", ENV_BATCH_TIMEOUT),
-        ("max_seconds_per_tick", ENV_MAX_SECONDS_PER_TICK),
-        ("connect_timeout_seconds", ENV_CONNECT_TIMEOUT),
-    ):
-        if env.get(var):
-            values[field_name] = float(env[var])
+    for name, field in KafkaResource.model_fields.items():
+        var = _env_var(name)
+        if not os.environ.get(var):
+            continue
+        if field.annotation is str:
+            values[name] = dg.EnvVar(var)
+        elif field.annotation is int:
+            values[name] = dg.EnvVar.int(var)
+        else:  # seconds may be fractional; Dagster has no float EnvVar, so these are read when definitions load
+            values[name] = float(os.environ[var])
     return KafkaResource(**values)

@@ -1,5 +1,8 @@
 """Training data assets: sft_pairs (daily JSONL exports), routing_pairs and agent_config_recommendations."""
 
+import dataclasses
+import typing
+
 import dagster as dg
 
 from learning_pipeline.defs.metadata import markdown_table
@@ -15,7 +18,6 @@ from learning_pipeline.lib.training.training_data import (
 
 GROUP = "training"
 OUTCOME_EVENTS = dg.AssetKey("outcome_events")
-DEFAULT_RULES = ConfigRules()
 # Assets over all days: re-materialized when outcome_events gets new data.
 ALL_DAYS_ASSET = dict(
     deps=[OUTCOME_EVENTS], group_name=GROUP, tags=ALL_DAYS, automation_condition=follows_new_data
@@ -92,15 +94,16 @@ def routing_pairs(config: RoutingPairsConfig, lake: LakeResource) -> dg.Material
     )
 
 
-class AgentConfigRecommendationsConfig(dg.Config):
-    """The fields of lib's ConfigRules, with its defaults."""
-
-    min_tool_share: float = DEFAULT_RULES.min_tool_share
-    max_tools: int = DEFAULT_RULES.max_tools
-    default_max_turns: int = DEFAULT_RULES.default_max_turns
-    max_turns_cap: int = DEFAULT_RULES.max_turns_cap
-    min_samples: int = DEFAULT_RULES.min_samples
-    max_task_types: int = DEFAULT_RULES.max_task_types
+# The run config of agent_config_recommendations: the fields of lib's ConfigRules, with its defaults.
+AgentConfigRecommendationsConfig = type(
+    "AgentConfigRecommendationsConfig",
+    (dg.Config,),
+    {
+        "__module__": __name__,
+        "__annotations__": typing.get_type_hints(ConfigRules),
+        **dataclasses.asdict(ConfigRules()),
+    },
+)
 
 
 @dg.asset(

@@ -58,6 +58,22 @@ ENV_COMPRESSION = "KAFKA_COMPRESSION"
 ENV_RETRIES = "KAFKA_MAX_RETRIES"
 ENV_DELIVERY_TIMEOUT = "KAFKA_DELIVERY_TIMEOUT_MS"
 ENV_CONNECT_TIMEOUT = "KAFKA_CONNECT_TIMEOUT_SECONDS"
+# KafkaSettings field -> the environment variable `KafkaSettings.from_env` reads it from (extra_config: ENV_EXTRA_CONFIG)
+ENV_VARS = {
+    "bootstrap_servers": ENV_BOOTSTRAP,
+    "topic": ENV_TOPIC,
+    "group_id": ENV_GROUP,
+    "batch_size": ENV_BATCH_SIZE,
+    "batch_timeout": ENV_BATCH_TIMEOUT,
+    "session_timeout_ms": ENV_SESSION_TIMEOUT,
+    "auto_offset_reset": ENV_OFFSET_RESET,
+    "producer_batch_size": ENV_PRODUCER_BATCH,
+    "linger_ms": ENV_LINGER,
+    "compression": ENV_COMPRESSION,
+    "max_retries": ENV_RETRIES,
+    "delivery_timeout_ms": ENV_DELIVERY_TIMEOUT,
+    "connect_timeout": ENV_CONNECT_TIMEOUT,
+}
 
 
 class BrokerUnreachableError(RuntimeError):
@@ -74,24 +90,18 @@ def _kafka():
     return confluent_kafka
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _env_value(env: Mapping[str, str], name: str, default: Any) -> Any:
+    """Environment variable `name` read as the type of `default` (str, int or float seconds); unset = default."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    if isinstance(default, str):
+        return raw
     try:
-        return int(raw)
+        return type(default)(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
-
-
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+        what = "an integer" if isinstance(default, int) else "a number of seconds"
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from exc
 
 
 def _env_extra(env: Mapping[str, str]) -> dict[str, Any]:
@@ -150,23 +160,9 @@ class KafkaSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> KafkaSettings:
         env = os.environ if env is None else env
-        d = cls.__dataclass_fields__
-        values = dict(
-            bootstrap_servers=env.get(ENV_BOOTSTRAP, "").strip() or d["bootstrap_servers"].default,
-            topic=env.get(ENV_TOPIC, "").strip() or d["topic"].default,
-            group_id=env.get(ENV_GROUP, "").strip() or d["group_id"].default,
-            batch_size=_env_int(env, ENV_BATCH_SIZE, d["batch_size"].default),
-            batch_timeout=_env_float(env, ENV_BATCH_TIMEOUT, d["batch_timeout"].default),
-            session_timeout_ms=_env_int(env, ENV_SESSION_TIMEOUT, d["session_timeout_ms"].default),
-            auto_offset_reset=env.get(ENV_OFFSET_RESET, "").strip() or d["auto_offset_reset"].default,
-            producer_batch_size=_env_int(env, ENV_PRODUCER_BATCH, d["producer_batch_size"].default),
-            linger_ms=_env_int(env, ENV_LINGER, d["linger_ms"].default),
-            compression=env.get(ENV_COMPRESSION, "").strip() or d["compression"].default,
-            max_retries=_env_int(env, ENV_RETRIES, d["max_retries"].default),
-            delivery_timeout_ms=_env_int(env, ENV_DELIVERY_TIMEOUT, d["delivery_timeout_ms"].default),
-            connect_timeout=_env_float(env, ENV_CONNECT_TIMEOUT, d["connect_timeout"].default),
-            extra_config=_env_extra(env),
-        )
+        fields = cls.__dataclass_fields__
+        values = {name: _env_value(env, var, fields[name].default) for name, var in ENV_VARS.items()}
+        values["extra_config"] = _env_extra(env)
         values.update(overrides)
         return cls(**values)
 

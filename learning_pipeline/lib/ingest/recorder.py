@@ -29,6 +29,7 @@ half-written dot-file in the landing zone is never published. Everything written
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import signal
@@ -86,6 +87,11 @@ class RecorderStats:
     write_errors: int = 0
     pending: int = 0
     last_error: str | None = None
+
+
+def _stat(name: str) -> property:
+    """A read-only property of OutcomeRecorder: one number of its `stats`."""
+    return property(lambda self: getattr(self.stats, name), doc=f"stats.{name}")
 
 
 # -- flushing at exit -----------------------------------------------------------------------------
@@ -301,31 +307,12 @@ class OutcomeRecorder:
     @property
     def stats(self) -> RecorderStats:
         with self._lock:
-            s = self._stats
-            return RecorderStats(
-                s.recorded,
-                s.written,
-                s.batches,
-                s.write_errors,
-                len(self._buffer) + self._inflight,
-                s.last_error,
-            )
+            return dataclasses.replace(self._stats, pending=len(self._buffer) + self._inflight)
 
-    @property
-    def recorded(self) -> int:
-        return self.stats.recorded
-
-    @property
-    def written(self) -> int:
-        return self.stats.written
-
-    @property
-    def batches(self) -> int:
-        return self.stats.batches
-
-    @property
-    def write_errors(self) -> int:
-        return self.stats.write_errors
+    recorded = _stat("recorded")
+    written = _stat("written")
+    batches = _stat("batches")
+    write_errors = _stat("write_errors")
 
     # -- background side -------------------------------------------------------------------
     def _run(self) -> None:

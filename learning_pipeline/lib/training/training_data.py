@@ -101,28 +101,19 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> tuple:
 # --------------------------------------------------------------------------------------------- SFT pairs
 @dataclass
 class SftResult:
+    """counts: candidates, below_quality, missing_io, duplicates_in_partition, duplicates_of_earlier_partitions
+    and exported pairs of the day."""
+
     event_date: str
-    candidates: int
-    below_quality: int
-    missing_io: int
-    duplicates_in_partition: int
-    duplicates_of_earlier_partitions: int
-    exported: int
+    counts: dict[str, int]
     redactions: dict[str, int]
     jsonl_path: Path
     parquet_path: Path
     preview: list[dict] = field(default_factory=list)
 
     @property
-    def counts(self) -> dict[str, int]:
-        return {
-            "candidates": self.candidates,
-            "below_quality": self.below_quality,
-            "missing_io": self.missing_io,
-            "duplicates_in_partition": self.duplicates_in_partition,
-            "duplicates_of_earlier_partitions": self.duplicates_of_earlier_partitions,
-            "exported": self.exported,
-        }
+    def exported(self) -> int:
+        return self.counts["exported"]
 
 
 def _earlier_pairs_sql(paths: LakePaths, event_date: str) -> str:
@@ -260,12 +251,14 @@ def build_sft_pairs(
     )
     return SftResult(
         event_date=event_date,
-        candidates=int(counts[0]),
-        below_quality=int(counts[1]),
-        missing_io=int(counts[2]),
-        duplicates_in_partition=int(dup_counts[0] or 0),
-        duplicates_of_earlier_partitions=int(dup_counts[1] or 0),
-        exported=table.num_rows,
+        counts={
+            "candidates": int(counts[0]),
+            "below_quality": int(counts[1]),
+            "missing_io": int(counts[2]),
+            "duplicates_in_partition": int(dup_counts[0] or 0),
+            "duplicates_of_earlier_partitions": int(dup_counts[1] or 0),
+            "exported": table.num_rows,
+        },
         redactions={t: int(v) for t, v in zip(PII_TYPES, redactions, strict=False)},
         jsonl_path=jsonl_path,
         parquet_path=parquet_path,
