@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from learning_pipeline.lib.bandit import exploration, ope, thompson
+from learning_pipeline.lib.bandit import exploration, online, ope, thompson
 from learning_pipeline.lib.bandit import gate as gate_rules
+from learning_pipeline.lib.bandit.encoding import candidate_mask, encode, factorize_rows
 from learning_pipeline.lib.bandit.gate import GateDecision, eval_gate  # noqa: F401 (re-exported)
 from learning_pipeline.lib.storage.lake import write_bytes_atomic
 
@@ -122,13 +123,33 @@ class RoutingPolicy:
     def scores(self, events: pd.DataFrame) -> np.ndarray:
         """(n, k) predicted success per event and agent; computed once per distinct context."""
         ctx = self._contexts_frame(events)
-        codes, uniques = _factorize_rows(ctx)
+        codes, uniques = factorize_rows(ctx)
         return self.score_contexts(uniques)[codes]
 
-    def posterior_sd(self, contexts: pd.DataFrame) -> np.ndarray:
-        """(m, k) standard deviation of each agent's resolved Beta posterior."""
-        rows = self._recommender.resolve_batch(self._contexts_frame(contexts))
-        return exploration.beta_sd(self._recommender.alpha[rows], self._recommender.beta[rows])
+    def evidence_rows(self, contexts: pd.DataFrame) -> np.ndarray:
+        """(m,) resolved posterior row of each (task_type, context) row: where online evidence is kept."""
+        return self._recommender.resolve_batch(self._contexts_frame(contexts))
+
+    @property
+    def evidence_shape(self) -> tuple[int, int]:
+        return self._recommender.alpha.shape
+
+    def beliefs(
+        self, contexts: pd.DataFrame, evidence: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(m, k) score and uncertainty per row and agent: the trained score with the resolved Beta
+        posterior's sd, or, with online `evidence` (s, f), both updated by `online.update`."""
+        rows = self.evidence_rows(contexts)
+        alpha, beta = self._recommender.alpha[rows], self._recommender.beta[rows]
+        mean = self.score_contexts(contexts)
+        if evidence is None:
+            return mean, exploration.beta_sd(alpha, beta)
+        return online.update(mean, alpha + beta, *evidence)
+
+    @property
+    def online_epoch_seconds(self) -> float:
+        """Epoch of online evidence (`online`); 0 = a frozen policy."""
+        return float(self.params.get(online.PARAM, 0.0))
 
     @property
     def known_tasks(self) -> frozenset[str]:
@@ -145,13 +166,18 @@ class RoutingPolicy:
         return float(exploration.beta_sd(np.array(alpha0), np.array(beta0)))
 
     def selection_probabilities(
-        self, contexts: pd.DataFrame, universe: tuple[str, ...], eligible: np.ndarray
+        self,
+        contexts: pd.DataFrame,
+        universe: tuple[str, ...],
+        eligible: np.ndarray,
+        evidence: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """(m, U) probability of selecting each agent of `universe` for m (task_type, context) rows.
 
-        eligible: (m, U) bool, the agents each request may be routed to. Agents unknown to this policy
-        score its prior mean with the prior's uncertainty. The same request gives the same probabilities
-        whatever the universe's order or the other rows: see `exploration`.
+        eligible: (m, U) bool, the agents each request may be routed to. evidence: online (s, f), each
+        (m, k) over this policy's agents, or None (frozen). Agents unknown to this policy score its prior
+        mean with the prior's uncertainty. The same request gives the same probabilities whatever the
+        universe's order or the other rows: see `exploration`.
         """
         mean = np.full((len(contexts), len(universe)), self.prior_mean)
         sd = np.full_like(mean, self.prior_sd)
@@ -159,15 +185,18 @@ class RoutingPolicy:
         mine = [i for i, a in enumerate(self.agents) if a in pos]
         cols = np.array([pos[self.agents[i]] for i in mine], dtype=int)
         if len(cols):
-            mean[:, cols] = self.score_contexts(contexts)[:, mine]
-            sd[:, cols] = self.posterior_sd(contexts)[:, mine]
+            own_mean, own_sd = self.beliefs(contexts, evidence)
+            mean[:, cols], sd[:, cols] = own_mean[:, mine], own_sd[:, mine]
         return exploration.selection_probabilities(mean, sd, eligible, tuple(universe), self.exploration)
 
-    def decide(self, requests: pd.DataFrame) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    def decide(
+        self, requests: pd.DataFrame, evidence: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
         """Universe, (m, U) selection probabilities and (m, U) eligibility for request rows.
 
         requests: task_type, context key columns, optional `candidate_agents` (list or None per row). Without
         candidates a request may go to the agents with evidence for its task type (all for an unknown one).
+        evidence: online (s, f) per request row, see `selection_probabilities`.
         """
         listed = requests["candidate_agents"] if "candidate_agents" in requests.columns else None
         extra = sorted(
@@ -181,7 +210,7 @@ class RoutingPolicy:
             eligible = np.where(has_list[:, None], mask, known)
         else:
             eligible = known
-        return universe, self.selection_probabilities(requests, universe, eligible), eligible
+        return universe, self.selection_probabilities(requests, universe, eligible, evidence), eligible
 
     def known_agent_mask(self, task_types: np.ndarray) -> np.ndarray:
         """(n, k): agents with evidence for the event's task type (all agents for unknown task types)."""
@@ -274,36 +303,6 @@ class RoutingPolicy:
         )
 
 
-def _encode(values: Any) -> tuple[np.ndarray, list]:
-    """Codes (n,) into the distinct values (NULL is a value of its own), via Arrow dictionary encoding."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    arr = (
-        values
-        if isinstance(values, (pa.Array, pa.ChunkedArray))
-        else pa.array(np.asarray(values, dtype=object), type=pa.string(), from_pandas=True)
-    )
-    encoded = pc.dictionary_encode(arr, null_encoding="encode")
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = (
-            encoded.unify_dictionaries().combine_chunks()
-            if encoded.num_chunks
-            else pa.array([], pa.dictionary(pa.int32(), pa.string()))
-        )
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
-
-
-def _factorize_rows(frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """Codes (n,) and the distinct rows of `frame` (NULLs kept as a value); integer work only."""
-    key = np.zeros(len(frame), dtype=np.int64)
-    for column in frame.columns:
-        codes, uniques = _encode(frame[column])
-        key = key * (len(uniques) + 1) + codes
-    _, first, codes = np.unique(key, return_index=True, return_inverse=True)
-    return codes.ravel(), frame.iloc[first].reset_index(drop=True)
-
-
 # ---- contextual success model (scikit-learn) ------------------------------------------------------
 
 
@@ -362,31 +361,6 @@ def weighted_log_loss(pred: np.ndarray, reward_sum: np.ndarray, n: np.ndarray) -
 # ---- held-out evaluation --------------------------------------------------------------------------
 
 
-def candidate_mask(candidate_agents: Any, agents: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(n, k) mask of each event's candidate agents and a (n,) flag for events that listed any."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    arr = (
-        candidate_agents
-        if isinstance(candidate_agents, (pa.Array, pa.ChunkedArray))
-        else pa.array(list(candidate_agents), type=pa.list_(pa.string()))
-    )
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    n = len(arr)
-    mask = np.zeros((n, len(agents)), dtype=bool)
-    if n == 0:
-        return mask, np.zeros(0, dtype=bool)
-    flat = arr.flatten()
-    parents = pc.list_parent_indices(arr).to_numpy()
-    codes = pc.index_in(flat, value_set=pa.array(list(agents), pa.string())).to_numpy(zero_copy_only=False)
-    codes = np.where(np.isnan(codes.astype(float)), -1, codes).astype(np.int64)
-    ok = codes >= 0
-    mask[parents[ok], codes[ok]] = True
-    return mask, mask.any(axis=1)
-
-
 @dataclass
 class CycleEvaluation:
     evaluation: ope.PolicyEvaluation
@@ -434,6 +408,49 @@ def _aligned_scores(
     return out, known
 
 
+def _replayed_probabilities(
+    policy: RoutingPolicy,
+    events: pd.DataFrame,
+    evidence: pd.DataFrame | None,
+    contexts: pd.DataFrame,
+    ctx_codes: np.ndarray,
+    universe: tuple[str, ...],
+    available: np.ndarray,
+) -> np.ndarray:
+    """(n, U) probabilities of an online-learning policy for each event, with the evidence it had then."""
+    seconds = policy.online_epoch_seconds
+    outcomes = events if evidence is None else evidence
+    since = policy.params.get("online_since")
+    if since is not None and len(outcomes):
+        stamps = pd.to_datetime(outcomes["timestamp"], utc=True)
+        outcomes = outcomes[(stamps >= pd.Timestamp(since, tz="UTC")).to_numpy()]
+    agent_pos = {a: i for i, a in enumerate(policy.agents)}
+    agents = np.array([agent_pos.get(a, -1) for a in outcomes["agent_name"].astype(str)], dtype=np.int64)
+    decided = events["timestamp"]
+    if "decided_at" in events.columns:
+        decided = events["decided_at"].where(events["decided_at"].notna(), events["timestamp"])
+    rows = policy.evidence_rows(contexts)[ctx_codes]
+    s, f = online.replay_counts(
+        policy.evidence_rows(outcomes),
+        agents,
+        outcomes["reward"].to_numpy(float),
+        online.epochs(outcomes["timestamp"], seconds),
+        rows,
+        online.epochs(decided, seconds),
+        len(policy.agents),
+    )
+    # one computation per distinct (context, eligible set, evidence), broadcast to the events
+    key = np.column_stack([ctx_codes, np.packbits(available, axis=1), s, f])
+    _, first, codes = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    unique = policy.selection_probabilities(
+        contexts.iloc[ctx_codes[first]].reset_index(drop=True),
+        universe,
+        available[first],
+        (s[first], f[first]),
+    )
+    return unique[codes.ravel()]
+
+
 def evaluate_candidate(
     candidate: RoutingPolicy,
     champion: RoutingPolicy | None,
@@ -451,6 +468,7 @@ def evaluate_candidate(
     min_effective_sample_size: float = gate_rules.DEFAULT_MIN_EFFECTIVE_SAMPLE_SIZE,
     max_weight: float | None = ope.DEFAULT_MAX_WEIGHT,
     top_k: int = 3,
+    evidence: pd.DataFrame | None = None,
 ) -> CycleEvaluation:
     """Evaluate candidate vs champion (or uniform random when there is none) on held-out events.
 
@@ -459,10 +477,15 @@ def evaluate_candidate(
     an events column of that name is used. The gate settings are those of `gate.eval_gate`; max_weight
     clips the importance weights (`ope.evaluate_policies`); top_k: the served list length replayed per
     policy (`ope.top_k_metrics`, in the evaluation's diagnostics).
+
+    A policy that learns online (`online_epoch_seconds` > 0) is replayed as served: each event is decided
+    with the evidence of the outcomes (`evidence`: task_type, context keys, agent_name, reward, timestamp;
+    default the events themselves) since the policy's `online_since` day from epochs before the event's
+    decision (`decided_at`, else its `timestamp`); see `online`.
     """
     if events.empty:
         raise ValueError("no held-out events after the cut-off")
-    agent_codes, logged_agents = _encode(events["agent_name"])
+    agent_codes, logged_agents = encode(events["agent_name"])
     if any(a is None for a in logged_agents):
         raise ValueError("held-out events with a NULL agent_name")
     universe = tuple(
@@ -489,8 +512,8 @@ def evaluate_candidate(
     ctx_cols = ["task_type", *[k for k in candidate.context_keys if k in events.columns]]
     if champion is not None:
         ctx_cols += [k for k in champion.context_keys if k in events.columns and k not in ctx_cols]
-    ctx_codes, contexts = _factorize_rows(events[ctx_cols])
-    task_codes, task_values = _encode(contexts["task_type"])
+    ctx_codes, contexts = factorize_rows(events[ctx_cols])
+    task_codes, task_values = encode(contexts["task_type"])
     seen_by_task = np.zeros((len(task_values), len(universe)), dtype=bool)
     seen_by_task[task_codes[ctx_codes], actions] = True
     tasks = (
@@ -513,6 +536,8 @@ def evaluate_candidate(
     combo_eligible = available[combo_first]
 
     def probabilities(policy: RoutingPolicy) -> np.ndarray:
+        if policy.online_epoch_seconds > 0:
+            return _replayed_probabilities(policy, events, evidence, contexts, ctx_codes, universe, available)
         return policy.selection_probabilities(combo_contexts, universe, combo_eligible)[combo_codes.ravel()]
 
     targets = {"candidate": probabilities(candidate)}
