@@ -22,6 +22,8 @@ PARAMS_FILE = "_params.json"  # priors and decay of the current posteriors, besi
 
 
 class PosteriorConfig(dg.Config):
+    """Keyword arguments of compute_posteriors."""
+
     alpha0: float = 1.0
     beta0: float = 1.0
     half_life_days: float | None = None  # None: no decay
@@ -56,15 +58,7 @@ def agent_posteriors(config: PosteriorConfig, lake: LakeResource) -> dg.Material
         if "agent_daily_stats" not in names:
             raise dg.Failure("no daily aggregates in the lake yet: materialize agent_daily_stats first")
         daily = con.execute("SELECT * FROM agent_daily_stats").df()
-    post = compute_posteriors(
-        daily,
-        alpha0=config.alpha0,
-        beta0=config.beta0,
-        half_life_days=config.half_life_days,
-        as_of=config.as_of,
-        n_samples=config.n_samples,
-        seed=config.seed,
-    )
+    post = compute_posteriors(daily, **config.model_dump())
     write_parquet_atomic(
         paths.table("agent_posteriors") / "data.parquet", pa.Table.from_pandas(post, preserve_index=False)
     )

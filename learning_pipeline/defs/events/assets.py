@@ -1,5 +1,6 @@
 """outcome_events and quarantined_events: one validated, de-duplicated Parquet partition per UTC day."""
 
+import dataclasses
 from datetime import timedelta
 
 import dagster as dg
@@ -34,19 +35,18 @@ def _preview(path, columns: list[str], rows: int = 5) -> str:
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            "outcome_events",
-            description="Validated, de-duplicated outcome events, one Parquet partition per UTC day (Hive layout).",
-            kinds={"duckdb", "parquet"},
-            group_name="events",
-            tags=ONE_DAY,
-        ),
-        dg.AssetSpec(
-            "quarantined_events",
-            description="Every rejected record of the day with its reason and the rules it broke.",
-            kinds={"duckdb", "parquet"},
-            group_name="events",
-            tags=ONE_DAY,
-        ),
+            key, description=description, kinds={"duckdb", "parquet"}, group_name="events", tags=ONE_DAY
+        )
+        for key, description in (
+            (
+                "outcome_events",
+                "Validated, de-duplicated outcome events, one Parquet partition per UTC day (Hive layout).",
+            ),
+            (
+                "quarantined_events",
+                "Every rejected record of the day with its reason and the rules it broke.",
+            ),
+        )
     ],
     check_specs=[
         dg.AssetCheckSpec(
@@ -102,11 +102,8 @@ def outcome_events(context: dg.AssetExecutionContext, lake: LakeResource):
     yield dg.MaterializeResult(
         asset_key="outcome_events",
         metadata={
-            "received": counts.received,
-            "accepted": counts.accepted,
-            "quarantined": counts.quarantined,
-            "duplicates": counts.duplicates,
-            "cross_day_duplicates": counts.cross_day_duplicates,
+            # every PartitionCounts number (received, accepted, ..., staging_seq, published); reasons below
+            **{k: v for k, v in dataclasses.asdict(counts).items() if k != "by_reason"},
             "dagster/row_count": counts.accepted,
             "landing_files": len(staged),
             "newly_staged_files": len(newly_staged),
@@ -116,8 +113,6 @@ def outcome_events(context: dg.AssetExecutionContext, lake: LakeResource):
                     for e in unreadable
                 ]
             ),
-            "staging_seq": counts.staging_seq,
-            "published": counts.published,
             "janitor_removed_files": len(swept.removed),
             "janitor_removed_bytes": swept.removed_bytes,
             "janitor_removed": dg.MetadataValue.json(swept.removed[:200]),
