@@ -21,6 +21,7 @@ Tables kept in the lake (Parquet, queryable with `warehouse.lake_connection`):
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import uuid
@@ -50,6 +51,7 @@ from learning_pipeline.lib.learning.data import (
     decision_join_stats,
     held_out_events,
     joint_cells,
+    outcome_stream,
 )
 from learning_pipeline.lib.storage.lake import LakePaths, new_batch_name, write_parquet_atomic
 
@@ -76,6 +78,9 @@ LEARNING_EVENT_SCHEMA = pa.schema(
 )
 
 
+_EVALUATE_PARAMETERS = frozenset(inspect.signature(evaluate_candidate).parameters)
+
+
 @dataclass
 class CycleConfig:
     alpha0: float = 1.0
@@ -100,6 +105,9 @@ class CycleConfig:
     max_weight: float | None = 100.0  # importance weights are clipped to this for IPS/SNIPS/DR
     min_propensity_coverage: float = 0.95
     eval_top_k: int = 3  # length of the served top-k list replayed per policy (top3_hit_rate, top3_replay)
+    # > 0: a served version keeps learning from the outcomes posted to the service, in epochs of this
+    # many seconds, and the gate replays exactly that (lib/bandit/online.py); 0: versions are frozen
+    online_epoch_seconds: float = 0.0
 
     def __post_init__(self):
         self.context_keys = tuple(self.context_keys)
@@ -278,6 +286,17 @@ class CycleResult:
     skipped: str | None = None  # the reason when the window had nothing to evaluate
 
 
+def _online_evidence(con, window: Window, config: CycleConfig, champion: RoutingPolicy | None):
+    """Outcomes since the champion's cut-off when it learns online and was trained before this window (it
+    served with that evidence); None: the held-out events are all the evidence there is."""
+    since = champion.params.get("cutoff") if champion is not None and champion.online_epoch_seconds else None
+    if since is None or date.fromisoformat(since) >= window.cutoff:
+        return None
+    return outcome_stream(
+        con, date.fromisoformat(since), window.eval_end, config.context_keys, config.reward_rule
+    )
+
+
 def evaluate_window(
     con, window: Window, config: CycleConfig, candidate: RoutingPolicy, champion: RoutingPolicy | None
 ) -> tuple[CycleEvaluation, float, int]:
@@ -288,21 +307,16 @@ def evaluate_window(
     load_ms = (time.perf_counter() - t0) * 1000
     if events.empty:
         raise NoHeldOutEvents(f"no held-out events on {_days(window)}: nothing to evaluate")
+    # every CycleConfig field evaluate_candidate takes (bootstrap, gate rules, weight clip), by its own name
+    settings = {k: v for k, v in asdict(config).items() if k in _EVALUATE_PARAMETERS}
     result = evaluate_candidate(
         candidate,
         champion,
         events,
         candidate_agents=candidates,
-        n_bootstrap=config.n_bootstrap,
-        seed=config.seed,
-        min_improvement=config.min_improvement,
-        max_regression=config.max_regression,
-        min_propensity_coverage=config.min_propensity_coverage,
-        min_relative_improvement=config.min_relative_improvement,
-        min_events=config.min_events,
-        min_effective_sample_size=config.min_effective_sample_size,
-        max_weight=config.max_weight,
         top_k=config.eval_top_k,
+        evidence=_online_evidence(con, window, config, champion),
+        **settings,
     )
     result.decision_join = decision_join_stats(con, window.cutoff, window.eval_end)
     return result, load_ms, len(events)
@@ -483,36 +497,27 @@ def write_model_versions(paths: LakePaths, tracking_uri: str) -> pd.DataFrame:
 def record_learning_event(
     paths: LakePaths,
     event_type: str,
-    model_version_id: str | None = None,
     samples: int | None = None,
-    batch_size: int | None = None,
     metrics_before: dict | None = None,
     metrics_after: dict | None = None,
     improvement: float | None = None,
-    duration_ms: float | None = None,
-    reason: str | None = None,
-    partition_key: str | None = None,
-    dagster_run_id: str | None = None,
-    mlflow_run_id: str | None = None,
-    parent_version: int | None = None,
+    **columns: Any,
 ) -> Path:
-    row = {
-        "id": str(uuid.uuid4()),
-        "model_version_id": model_version_id,
-        "event_type": event_type,
-        "batch_size": batch_size,
-        "samples_processed": samples,
-        "metrics_before": json.dumps(metrics_before or {}, default=float),
-        "metrics_after": json.dumps(metrics_after or {}, default=float),
-        "improvement": None if improvement is None or not np.isfinite(improvement) else float(improvement),
-        "duration_ms": duration_ms,
-        "created_at": datetime.now(UTC),
-        "reason": reason,
-        "partition_key": partition_key,
-        "dagster_run_id": dagster_run_id,
-        "mlflow_run_id": mlflow_run_id,
-        "parent_version": parent_version,
-    }
+    """Append one learning event. `columns`: any other LEARNING_EVENT_SCHEMA column (model_version_id,
+    batch_size, duration_ms, reason, partition_key, dagster_run_id, mlflow_run_id, parent_version)."""
+    unknown = set(columns) - set(LEARNING_EVENT_SCHEMA.names)
+    if unknown:
+        raise TypeError(f"not learning event columns: {sorted(unknown)}")
+    row = dict.fromkeys(LEARNING_EVENT_SCHEMA.names) | columns
+    row.update(
+        id=str(uuid.uuid4()),
+        event_type=event_type,
+        samples_processed=samples,
+        metrics_before=json.dumps(metrics_before or {}, default=float),
+        metrics_after=json.dumps(metrics_after or {}, default=float),
+        improvement=None if improvement is None or not np.isfinite(improvement) else float(improvement),
+        created_at=datetime.now(UTC),
+    )
     table = pa.Table.from_pylist([row], schema=LEARNING_EVENT_SCHEMA)
     return write_parquet_atomic(
         paths.table("learning_events") / new_batch_name("learning-event", "parquet"), table
