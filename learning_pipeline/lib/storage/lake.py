@@ -20,6 +20,11 @@ import pyarrow.parquet as pq
 DATA_DIR_ENV = "LEARNING_PIPELINE_DATA_DIR"  # where every entry point finds the data directory
 
 
+def _below_root(*parts: str) -> property:
+    """A LakePaths property: the path `parts` below its root."""
+    return property(lambda self: self.root.joinpath(*parts), doc="/".join(parts))
+
+
 @dataclass(frozen=True)
 class LakePaths:
     """The layout under one data directory.
@@ -38,25 +43,11 @@ class LakePaths:
     def at(cls, root: str | os.PathLike) -> LakePaths:
         return cls(Path(root).expanduser().resolve())
 
-    @property
-    def landing(self) -> Path:
-        return self.root / "landing"
-
-    @property
-    def unreadable(self) -> Path:
-        return self.landing / ".unreadable"
-
-    @property
-    def staging(self) -> Path:
-        return self.root / "staging"
-
-    @property
-    def lake(self) -> Path:
-        return self.root / "lake"
-
-    @property
-    def warehouse(self) -> Path:
-        return self.root / "warehouse.duckdb"
+    landing = _below_root("landing")
+    unreadable = _below_root("landing", ".unreadable")
+    staging = _below_root("staging")
+    lake = _below_root("lake")
+    warehouse = _below_root("warehouse.duckdb")
 
     def table(self, name: str) -> Path:
         return self.lake / name
