@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo test lint ui install clean
+.PHONY: demo test lint ui mlflow-ui screenshots install clean
 
 # constraints.txt pins every transitive package to the versions the suite was last run with.
 $(STAMP): pyproject.toml constraints.txt
@@ -38,6 +38,16 @@ lint: $(STAMP)
 
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME) LEARNING_PIPELINE_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/dagster dev -w workspace.yaml
+
+# The MLflow UI over the demo's store, at http://127.0.0.1:5000 (where the links in asset metadata point).
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(DATA_DIR))/mlflow.db --host 127.0.0.1 --port 5000
+
+# After `make demo`: open the Dagster and MLflow UIs in headless Chromium, fail on a page error, and write
+# the README's screenshots (needs /usr/bin/chromium: apt-get install chromium).
+screenshots: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m learning_pipeline.cli.browser_check \
+		--data-dir $(DATA_DIR) --dagster-home $(DAGSTER_HOME) --out docs/screenshots
 
 clean:
 	rm -rf $(DATA_DIR) $(DAGSTER_HOME)

@@ -8,17 +8,16 @@ import os
 
 import pandas as pd
 
-from learning_pipeline.cli.common import add_data_dir
+from learning_pipeline.cli import common
 
 
 def _paths(args):
     from learning_pipeline.lib.storage.lake import LakePaths
 
-    return LakePaths.at(args.data_dir).ensure()
+    return LakePaths.at(common.existing_data_dir(args))
 
 
 def _tracking_uri(args) -> str:
-
     from learning_pipeline.lib.learning import registry
 
     return (
@@ -28,54 +27,62 @@ def _tracking_uri(args) -> str:
     )
 
 
-def _print(frame: pd.DataFrame, as_json: bool) -> None:
-    if as_json:
-        print(frame.to_json(orient="records", date_format="iso"))
-    elif frame.empty:
-        print("(none)")
-    else:
-        print(frame.to_string(index=False))
-
-
 # -- alerts --------------------------------------------------------------------------------------
+ALERT_COLUMNS = ["id", "created_at", "severity", "alert_type", "title", "agent_name", "model_version"]
+
+
 def cmd_alerts(args: argparse.Namespace) -> int:
     from learning_pipeline.lib.autonomy.alerts import AlertStore
 
     store = AlertStore(_paths(args))
     if args.action == "ack":
-        if not args.id:
-            raise ValueError("alerts ack needs an alert ID")
+        if not args.id or not args.by:
+            raise ValueError("alerts ack needs an alert ID and --by NAME (who acknowledges, recorded)")
         row = store.acknowledge(args.id, args.by)
-        print(f"acknowledged {row['id']} ({row['alert_type']}: {row['title']}) by {row['acknowledged_by']}")
+        sentence = (
+            f"acknowledged {row['id']} ({row['alert_type']}: {row['title']}) by {row['acknowledged_by']}"
+        )
+        common.print_result(row, sentence, args.json)
         return 0
     frame = store.list(include_acknowledged=args.all, alert_type=args.type)
-    cols = [
-        "id",
-        "created_at",
-        "severity",
-        "alert_type",
-        "title",
-        "agent_name",
-        "model_version",
-        "acknowledged",
-    ]
-    _print(frame[cols] if not args.json else frame, args.json)
+    if not args.json:
+        frame = frame[ALERT_COLUMNS + (["acknowledged"] if args.all else [])]
+        frame["created_at"] = frame["created_at"].map(lambda t: f"{t:%Y-%m-%d %H:%M}")
+    common.print_table(frame, args.json, empty="no open alerts" if not args.all else "no alerts")
     return 0
 
 
 def add_alerts(subparsers) -> None:
-    p = subparsers.add_parser("alerts", help="list alerts (open ones by default) or acknowledge one")
+    from learning_pipeline.lib.autonomy.alerts import ALERT_TYPES
+
+    p = common.add_parser(
+        subparsers, "alerts", "list alerts (open ones by default) or acknowledge one: ack ID --by NAME"
+    )
     p.add_argument("action", nargs="?", choices=["list", "ack"], default="list")
     p.add_argument("id", nargs="?", help="alert ID (for ack)")
-    p.add_argument("--by", default="cli", help="who acknowledges (for ack)")
+    p.add_argument("--by", help="who acknowledges (for ack, recorded)")
     p.add_argument("--all", action="store_true", help="include acknowledged alerts")
-    p.add_argument("--type", help="only this alert type")
-    p.add_argument("--json", action="store_true")
-    add_data_dir(p)
+    p.add_argument("--type", choices=ALERT_TYPES, help="only this alert type")
+    common.add_json(p)
+    common.add_data_dir(p)
     p.set_defaults(func=cmd_alerts)
 
 
 # -- graduation ----------------------------------------------------------------------------------
+def _stage_label(row) -> str:
+    """One state per version: its stage, and for a candidate whether it waits for a person's approval."""
+    return f"{row.stage} (pending approval)" if row.approval == "pending_approval" else row.stage
+
+
+def _transition_sentence(version: int, rec: dict) -> str:
+    if "to_stage" in rec:
+        change = f"{rec.get('from_stage') or 'candidate'} -> {rec['to_stage']}"
+        who = rec["triggered_by"]
+    else:
+        change, who = rec["decision"], rec["decided_by"]
+    return f"agent-router v{version}: {change} by {who} ({rec['reason']})"
+
+
 def cmd_graduation(args: argparse.Namespace) -> int:
     from learning_pipeline.lib.autonomy import graduation
     from learning_pipeline.lib.autonomy import operations as autonomy_ops
@@ -83,16 +90,26 @@ def cmd_graduation(args: argparse.Namespace) -> int:
     paths, uri = _paths(args), _tracking_uri(args)
     if args.action == "status":
         frame = autonomy_ops.status_frame(paths, uri)
-        _print(frame, args.json)
-        if not args.json:
-            events = graduation.read_graduation_events(paths)
-            if not events.empty:
-                print("\ntransitions:")
-                print(
-                    events[["at", "version", "from_stage", "to_stage", "triggered_by", "reason"]].to_string(
-                        index=False
-                    )
-                )
+        if args.json:
+            common.print_table(frame, True)
+            return 0
+        table = pd.DataFrame(
+            {
+                "version": frame["version_number"],
+                "stage": [_stage_label(row) for row in frame.itertuples()],
+                "gate": frame["gate"],
+                "improvement": frame["improvement"],
+                "aliases": frame["aliases"],
+            }
+        )
+        common.print_table(table, False, empty="no registered versions")
+        events = graduation.read_graduation_events(paths)
+        if not events.empty:
+            print("\ntransitions:")
+            events["at"] = events["at"].map(lambda t: f"{t:%Y-%m-%d %H:%M}")
+            common.print_table(
+                events[["at", "version", "from_stage", "to_stage", "triggered_by", "reason"]], False
+            )
         return 0
     if args.version is None:
         raise ValueError(f"graduation {args.action} needs a VERSION")
@@ -105,19 +122,17 @@ def cmd_graduation(args: argparse.Namespace) -> int:
         "demote": autonomy_ops.demote,
     }[args.action]
     rec = action(paths, uri, args.version, args.by, args.reason)
-    print(
-        json.dumps(
-            {k: (str(v) if not isinstance(v, (int, float, str, type(None))) else v) for k, v in rec.items()}
-        )
-    )
+    common.print_result(rec, _transition_sentence(args.version, rec), args.json)
     return 0
 
 
 def add_graduation(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = common.add_parser(
+        subparsers,
         "graduation",
-        help="version stages (candidate -> approved -> shadow -> canary -> live -> retired): approve a pending "
-        "candidate, start a canary from shadow, approve a shadow or canary version for live, or demote one stage",
+        "version stages (candidate -> approved -> shadow -> canary -> live -> retired): status; approve a "
+        "pending candidate, start a canary from shadow, approve a shadow or canary version for live, or demote "
+        "one stage (VERSION --by NAME --reason TEXT)",
     )
     p.add_argument(
         "action",
@@ -125,22 +140,24 @@ def add_graduation(subparsers) -> None:
         choices=["status", "approve", "approve-candidate", "canary", "demote"],
         default="status",
     )
-    p.add_argument("version", nargs="?", type=int)
-    p.add_argument("--by", help="who decides")
-    p.add_argument("--reason", help="why")
+    p.add_argument("version", nargs="?", type=common.positive, help="registered version (not for status)")
+    p.add_argument("--by", help="who decides (recorded)")
+    p.add_argument("--reason", help="why (recorded)")
     p.add_argument(
         "--tracking-uri",
         default="",
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite under the data dir)",
+        help="MLflow tracking URI ($MLFLOW_TRACKING_URI, else sqlite under the data dir)",
     )
-    p.add_argument("--json", action="store_true")
-    add_data_dir(p)
+    common.add_json(p)
+    common.add_data_dir(p)
     p.set_defaults(func=cmd_graduation)
 
 
 def cmd_autonomy_demo(args) -> int:
     from learning_pipeline.cli.autonomy_demo import AutonomyDemoSettings, run_autonomy_demo
 
+    if args.switch_day >= args.days:
+        raise ValueError(f"--switch-day {args.switch_day} is not within the {args.days} simulated days")
     run_autonomy_demo(
         AutonomyDemoSettings(
             data_dir=args.data_dir,
@@ -155,20 +172,33 @@ def cmd_autonomy_demo(args) -> int:
 
 
 def add_autonomy_demo(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = common.add_parser(
+        subparsers,
         "autonomy-demo",
-        help="the autonomous loop (sensor, cycles, graduation, alerts) over "
-        "a simulated timeline with a change of the best agents",
+        "the autonomous loop (sensor, cycles, graduation, alerts) over a simulated timeline with a change of the "
+        "best agents",
     )
-    add_data_dir(p)
-    p.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster_home"))
-    p.add_argument("--days", type=int, default=10)
-    p.add_argument("--events-per-day", type=int, default=1500)
-    p.add_argument("--switch-day", type=int, default=7)
+    common.add_data_dir(p)
+    common.add_dagster_home(p)
+    p.add_argument("--days", type=_at_least_five, default=10, help="simulated days (at least 5)")
+    p.add_argument("--events-per-day", type=common.positive, default=1500, help="events per simulated day")
+    p.add_argument(
+        "--switch-day",
+        type=common.non_negative,
+        default=7,
+        help="day index (0 = first) the best agents change",
+    )
     p.add_argument(
         "--manual-approval", action="store_true", help="auto-approval off: versions wait for a person"
     )
     p.set_defaults(func=cmd_autonomy_demo)
+
+
+def _at_least_five(value: str) -> int:
+    days = common.positive(value)
+    if days < 5:
+        raise argparse.ArgumentTypeError("at least 5 days: cycles start on day 4 and need a held-out day")
+    return days
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -190,14 +220,15 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
     store, defaults = SettingsStore(_paths(args)), default_autonomy_resource().settings_defaults()
     if args.action == "history":
-        _print(store.history(), args.json)
+        common.print_table(store.history(), args.json, empty="no settings changed yet")
         return 0
     if args.action == "set":
         if not args.by or not args.reason:
             raise ValueError("settings set needs --by NAME and --reason TEXT")
         changes = dict(_parse_assignment(a) for a in args.assignments)
         records = store.change(changes, args.by, args.reason, defaults)
-        print(json.dumps(records, default=str))
+        lines = [f"{r['name']}: {r['old_value']} -> {r['new_value']} (by {r['by']})" for r in records]
+        common.print_result(records, "\n".join(lines) or "nothing changed", args.json)
         return 0
     overrides = store.overrides()
     frame = pd.DataFrame(
@@ -206,19 +237,21 @@ def cmd_settings(args: argparse.Namespace) -> int:
             for k, v in defaults.items()
         ]
     )
-    _print(frame, args.json)
+    common.print_table(frame, args.json)
     return 0
 
 
 def add_settings(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = common.add_parser(
+        subparsers,
         "settings",
-        help="the loop's run-time settings: show, set NAME=VALUE ... (NAME=default resets), history",
+        "the loop's run-time settings: show, set NAME=VALUE ... --by NAME --reason TEXT (NAME=default resets), "
+        "history",
     )
     p.add_argument("action", nargs="?", choices=["show", "set", "history"], default="show")
     p.add_argument("assignments", nargs="*", help="NAME=VALUE (JSON values: true, 500, 0.02)")
-    p.add_argument("--by", help="who changes them")
-    p.add_argument("--reason", help="why")
-    p.add_argument("--json", action="store_true")
-    add_data_dir(p)
+    p.add_argument("--by", help="who changes them (recorded)")
+    p.add_argument("--reason", help="why (recorded)")
+    common.add_json(p)
+    common.add_data_dir(p)
     p.set_defaults(func=cmd_settings)

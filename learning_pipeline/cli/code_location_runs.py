@@ -27,6 +27,8 @@ from dagster._core.scheduler.instigation import (
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget, WorkspaceFileTarget
 
+from learning_pipeline.cli.common import CommandError
+
 CODE_LOCATION_MODULE = "learning_pipeline.definitions"
 # The project's workspace.yaml (what `make ui` loads) when installed from a checkout.
 WORKSPACE_FILE = Path(__file__).resolve().parents[2] / "workspace.yaml"
@@ -34,7 +36,7 @@ PARTITION_TAG = "dagster/partition"
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
-class RunFailedError(RuntimeError):
+class RunFailedError(CommandError):
     pass
 
 
@@ -162,20 +164,28 @@ class CodeLocationRuns:
         if run.status != dg.DagsterRunStatus.SUCCESS:
             what = f"{job_name}" + (f" for {partition_key}" if partition_key else "")
             raise RunFailedError(
-                f"{what} ended {run.status.value} (run {run.run_id}): {self._failures(run.run_id)}"
+                f"{what} ended {run.status.value}: {self._failures(run.run_id)}. The run's logs: run "
+                f"{run.run_id} in the Dagster UI (make ui)"
             )
         return run
 
     def _failures(self, run_id: str) -> str:
+        """The failed steps' errors, and errors the run worker reported outside a step (e.g. the code location
+        failing to import), one line each."""
         messages = []
         for entry in self.instance.all_logs(run_id):
             event = entry.dagster_event
-            if event is None or not event.is_failure:
+            if event is None:
                 continue
             error = getattr(event.event_specific_data, "error", None)
-            message = error.message.strip() if error is not None else (entry.user_message or "")
-            messages.append(f"{event.step_key or 'run'}: {message}")
-        return "; ".join(messages) or "see the run's logs in the Dagster UI"
+            if not event.is_failure and error is None:
+                continue
+            while error is not None and error.cause is not None:  # the root cause names the problem
+                error = error.cause
+            message = error.message.strip() if error is not None else (entry.user_message or "").strip()
+            if message:
+                messages.append(f"{event.step_key or 'run'}: {message.splitlines()[0]}")
+        return "; ".join(dict.fromkeys(messages)) or "see the run's logs in the Dagster UI"
 
     def set_sensor_cursor(self, sensor_name: str, cursor: str | None) -> None:
         """Set a sensor's cursor, keeping its status (a sensor running by default stays so)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,21 +92,28 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
     stage_pending(paths, default_lake_resource().staging_rules())
     days = sorted({day for entry in current_entries(paths).values() for day in entry.dates})
     if not days:
-        raise RuntimeError(f"no events to ingest in {paths.landing}")
+        raise ValueError(f"no events to ingest in {paths.landing}: empty it to let the demo simulate some")
     start_partitions_at(data_dir, days[0])  # the code server loaded below reads it
     quiet = {
         "loggers": {"console": {"config": {"log_level": "WARNING"}}},
         "execution": {"config": {"in_process": {}}},
     }
+    _quiet_run_workers()
+    echo(f"running the pipeline's jobs through the code location (runs listed in the UI) in {home}:")
     with dg.DagsterInstance.get() as instance, CodeLocationRuns(instance) as runs:
-        for day in days:
-            runs.execute("daily_job", run_config=quiet, partition_key=day)
-        echo(f"ingested {len(days)} day(s): {days[0]} .. {days[-1]}")
-        runs.execute("learning_job", run_config=quiet)
-        runs.execute("learning_cycle_job", run_config=quiet, partition_key=days[-1])
+
+        def run(label: str, job: str, partition_key: str | None = None) -> None:
+            started = time.monotonic()
+            runs.execute(job, run_config=quiet, partition_key=partition_key)
+            echo(f"  {label:<52} {time.monotonic() - started:5.0f} s")
+
+        for number, day in enumerate(days, start=1):
+            run(f"daily_job {day} (day {number} of {len(days)})", "daily_job", day)
+        run("learning_job (stats, posteriors, training data)", "learning_job")
+        run(f"learning_cycle_job {days[-1]} (train, evaluate, gate)", "learning_cycle_job", days[-1])
         _sensors_start_after_demo(runs, paths)
         _operator_makes_live(paths, echo)
-        runs.execute("summary_job", run_config=quiet)  # learning_summary: the asset to open first
+        run("summary_job (learning_summary)", "summary_job")  # the asset to open first
 
     refresh_warehouse_views(paths)  # what warehouse_views_sensor does after each run under the daemon
     con = lake_connection(paths)
@@ -135,13 +144,40 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
     for number, gate, reason, aliases in versions:
         echo(f"model agent-router v{number}: {gate} ({reason}) aliases: {aliases or '-'}")
     echo("")
-    echo(
-        f"query it:      duckdb {paths.warehouse}  (views: outcome_events, agent_stats, agent_posteriors, ...)"
-    )
-    echo(f"MLflow:        mlflow ui --backend-store-uri sqlite:///{data_dir / 'mlflow.db'}")
-    echo(f"open the UI:   DAGSTER_HOME={home} {DATA_DIR_ENV}={data_dir} dagster dev   (or: make ui)")
-    echo("               then http://127.0.0.1:3000 shows the asset graph and these materializations")
+    _next_steps(data_dir, home, echo)
     return summary
+
+
+# Inherited by the code server and its run workers: the demo's output is its progress and summary, not the
+# libraries' notices (warnings and errors still show; the runs' own logs are in the Dagster UI).
+QUIET_ENV = {
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "PYTHONWARNINGS": "ignore",
+}
+
+
+def _quiet_run_workers() -> None:
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def _next_steps(data_dir: Path, home: Path, echo) -> None:
+    """Commands that work as printed: the environment's bin directory first when it is not on PATH."""
+    bin_dir = Path(sys.executable).parent
+    on_path = str(bin_dir) in os.environ.get("PATH", "").split(os.pathsep)
+    echo(
+        "next" + ("" if on_path else f" (first put the environment on PATH: source {bin_dir}/activate)") + ":"
+    )
+    query = "SELECT agent_name, count(*) FROM outcome_events GROUP BY 1"
+    echo(f'  learning-pipeline sql "{query}" --data-dir {data_dir}')
+    echo("  make ui         Dagster UI at http://127.0.0.1:3000; open learning_summary (group summary) first")
+    echo(
+        f"                  (or: DAGSTER_HOME={home} {DATA_DIR_ENV}={data_dir} dagster dev -w workspace.yaml)"
+    )
+    echo("  make mlflow-ui  MLflow UI at http://127.0.0.1:5000")
+    echo(f"                  (or: mlflow ui --backend-store-uri sqlite:///{data_dir / 'mlflow.db'})")
+    echo(f"  learning-pipeline serve --data-dir {data_dir}   the Learning API at http://127.0.0.1:8000")
 
 
 def _sensors_start_after_demo(runs: CodeLocationRuns, paths: LakePaths) -> None:

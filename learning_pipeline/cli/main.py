@@ -9,12 +9,27 @@ import sys
 from collections.abc import Callable
 
 from learning_pipeline.cli.autonomy import add_alerts, add_autonomy_demo, add_graduation, add_settings
-from learning_pipeline.cli.common import add_data_dir, positive, share
+from learning_pipeline.cli.common import (
+    CommandError,
+    add_dagster_home,
+    add_data_dir,
+    add_json,
+    add_parser,
+    existing_data_dir,
+    non_negative,
+    positive,
+    print_table,
+    seconds,
+    share,
+)
 
 
 # -- simulate ----------------------------------------------------------------------------------
 def cmd_simulate(args: argparse.Namespace) -> int:
     from learning_pipeline.lib.simulation.simulate import SimulationConfig, write_simulation
+
+    if args.switch_day is not None and args.switch_day >= args.days:
+        raise ValueError(f"--switch-day {args.switch_day} is not within the {args.days} simulated days")
 
     config = SimulationConfig(
         days=args.days,
@@ -43,11 +58,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def add_simulate(subparsers) -> None:
-    p = subparsers.add_parser("simulate", help="write simulated outcome events into the landing zone")
+    p = add_parser(subparsers, "simulate", "write simulated outcome events into the landing zone")
     add_data_dir(p)
-    p.add_argument("--days", type=positive, default=14)
-    p.add_argument("--events-per-day", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--days", type=positive, default=14, help="simulated days")
+    p.add_argument("--events-per-day", type=positive, default=2000, help="valid events per day")
+    p.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same events)")
     p.add_argument("--end-date", default=None, help="last simulated day, YYYY-MM-DD (default: today UTC)")
     p.add_argument(
         "--propensities", action="store_true", help="route by a logging policy and record propensities"
@@ -57,10 +72,13 @@ def add_simulate(subparsers) -> None:
         "--duplicate-share", type=share, default=0.0, help="extra re-delivered copies, share of events"
     )
     p.add_argument(
-        "--switch-day", type=int, default=None, help="day index (0 = first day) the best agents change"
+        "--switch-day",
+        type=non_negative,
+        default=None,
+        help="day index (0 = first day) the best agents change",
     )
     p.add_argument("--file-events", type=positive, default=100_000, help="max lines per landing file")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(p, "the summary")
     p.set_defaults(func=cmd_simulate)
 
 
@@ -111,17 +129,11 @@ def cmd_consume(args: argparse.Namespace) -> int:
 EXIT_BROKER_UNREACHABLE = 69
 
 
-def _seconds(value: str) -> float:
-    seconds = float(value)
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError("must be > 0 seconds")
-    return seconds
-
-
 def add_consume(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_parser(
+        subparsers,
         "consume",
-        help="consume outcome events from Kafka into the landing zone until SIGINT/SIGTERM (needs the kafka extra)",
+        "consume outcome events from Kafka into the landing zone until SIGINT/SIGTERM (needs the kafka extra)",
     )
     add_data_dir(p)
     p.add_argument(
@@ -135,17 +147,17 @@ def add_consume(subparsers) -> None:
         "--batch-size", type=positive, default=None, help="max messages per landed batch ($MODEL_BATCH_SIZE)"
     )
     p.add_argument(
-        "--batch-timeout", type=float, default=None, help="max seconds per batch ($MODEL_BATCH_TIMEOUT)"
+        "--batch-timeout", type=seconds, default=None, help="max seconds per batch ($MODEL_BATCH_TIMEOUT)"
     )
     p.add_argument(
         "--connect-timeout",
-        type=_seconds,
+        type=seconds,
         default=None,
         help="give up with one error (exit status 69) when no broker answers within this many seconds, at "
         "start or after losing all brokers ($KAFKA_CONNECT_TIMEOUT_SECONDS or 30)",
     )
     p.add_argument("--max-batches", type=positive, default=None, help="stop after this many batches")
-    p.add_argument("--json", action="store_true", help="print the final counts as JSON")
+    add_json(p, "the final counts")
     p.set_defaults(func=cmd_consume)
 
 
@@ -153,29 +165,38 @@ def add_consume(subparsers) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from learning_pipeline.cli.demo import DemoSettings, run_demo
 
-    run_demo(
+    summary = run_demo(
         DemoSettings(
             data_dir=args.data_dir,
             dagster_home=args.dagster_home,
             days=args.days,
             events_per_day=args.events_per_day,
             seed=args.seed,
-        )
+        ),
+        echo=(lambda *_: None) if args.json else print,
     )
+    if args.json:
+        print(json.dumps(summary, default=str))
     return 0
 
 
+def _demo_days(value: str) -> int:
+    days = positive(value)
+    if days < 2:
+        raise argparse.ArgumentTypeError(
+            "at least 2 days: the learning cycle trains on the days before the last"
+        )
+    return days
+
+
 def add_demo(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="simulate events and run the whole pipeline on a local instance")
+    p = add_parser(subparsers, "demo", "simulate events and run the whole pipeline on a local instance")
     add_data_dir(p)
-    p.add_argument(
-        "--dagster-home",
-        default=os.environ.get("DAGSTER_HOME", ".dagster_home"),
-        help="Dagster instance directory (default: $DAGSTER_HOME or ./.dagster_home)",
-    )
-    p.add_argument("--days", type=positive, default=7)
-    p.add_argument("--events-per-day", type=positive, default=5000)
-    p.add_argument("--seed", type=int, default=7)
+    add_dagster_home(p)
+    p.add_argument("--days", type=_demo_days, default=7, help="simulated days (at least 2)")
+    p.add_argument("--events-per-day", type=positive, default=5000, help="valid events per simulated day")
+    p.add_argument("--seed", type=int, default=7, help="random seed of the simulation")
+    add_json(p, "the summary (and nothing else)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -185,8 +206,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from learning_pipeline.lib.learning.registry import default_tracking_uri
     from learning_pipeline.lib.storage.lake import LakePaths
 
+    paths = LakePaths.at(existing_data_dir(args))
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(args.data_dir)
-    paths = LakePaths.at(args.data_dir).ensure()
     info = rollback(paths, uri, args.version, args.by, args.reason, force=args.force)
     if args.json:
         print(json.dumps(info))
@@ -196,21 +217,58 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def add_rollback(subparsers) -> None:
-    p = subparsers.add_parser(
-        "rollback", help="make an earlier agent-router version live again (@champion), recording who and why"
+    p = add_parser(
+        subparsers,
+        "rollback",
+        "make an earlier agent-router version live again (@champion), recording who and why",
     )
     add_data_dir(p)
     p.add_argument("--version", type=positive, required=True, help="registered version to make champion")
     p.add_argument("--reason", required=True, help="why (recorded on the versions and in learning_events)")
-    p.add_argument("--by", default=os.environ.get("USER", "cli"), help="who rolls back (default: $USER)")
+    p.add_argument("--by", default=os.environ.get("USER", "cli"), help="who rolls back (recorded; $USER)")
     p.add_argument(
         "--force", action="store_true", help="allow a version the gate rejected or nobody approved (recorded)"
     )
     p.add_argument(
-        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///<data-dir>/mlflow.db"
+        "--tracking-uri", default=None, help="$MLFLOW_TRACKING_URI, else sqlite:///<data-dir>/mlflow.db"
     )
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_json(p)
     p.set_defaults(func=cmd_rollback)
+
+
+# -- sql ---------------------------------------------------------------------------------------
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from learning_pipeline.lib.storage.lake import LakePaths
+    from learning_pipeline.lib.storage.warehouse import lake_connection, table_names
+
+    paths = LakePaths.at(existing_data_dir(args))
+    with lake_connection(paths) as con:
+        if args.query is None:
+            print("\n".join(sorted(table_names(con))) or "no tables yet: run the pipeline first")
+            return 0
+        try:
+            frame = con.execute(args.query).df()
+        except duckdb.Error as error:
+            raise ValueError(str(error).splitlines()[0]) from error
+    print_table(frame, args.json, empty="(no rows)")
+    return 0
+
+
+def add_sql(subparsers) -> None:
+    p = add_parser(
+        subparsers,
+        "sql",
+        "query the lake with DuckDB SQL (views: outcome_events, agent_stats, agent_posteriors, ...); "
+        "without a query, list the tables",
+    )
+    p.add_argument(
+        "query", nargs="?", help='e.g. "SELECT agent_name, count(*) FROM outcome_events GROUP BY 1"'
+    )
+    add_data_dir(p)
+    add_json(p, "the rows")
+    p.set_defaults(func=cmd_sql)
 
 
 # -- serve -------------------------------------------------------------------------------------
@@ -231,21 +289,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_serve(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="run the Learning API (FastAPI on uvicorn)")
+    p = add_parser(subparsers, "serve", "run the Learning API (FastAPI on uvicorn)")
     add_data_dir(p)
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="bind address")
+    p.add_argument("--port", type=positive, default=8000, help="TCP port")
     p.add_argument(
-        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///<data-dir>/mlflow.db"
+        "--tracking-uri", default=None, help="$MLFLOW_TRACKING_URI, else sqlite:///<data-dir>/mlflow.db"
     )
     p.add_argument(
         "--poll-seconds",
-        type=float,
+        type=seconds,
         default=2.0,
         help="how often to check the @champion/@canary/@shadow aliases",
     )
     p.add_argument(
-        "--canary-share", type=float, default=0.1, help="share of requests a version in canary serves (0.1)"
+        "--canary-share", type=share, default=0.1, help="share of requests a version in canary serves"
     )
     p.add_argument(
         "--dagster-home", default=None, help="Dagster instance for sensor/schedule states ($DAGSTER_HOME)"
@@ -272,6 +330,7 @@ SUBCOMMANDS: list[Callable] = [
     add_autonomy_demo,
     add_serve,
     add_settings,
+    add_sql,
 ]
 
 
@@ -290,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, CommandError) as exc:
         print(f"learning-pipeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

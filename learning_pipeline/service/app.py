@@ -11,6 +11,7 @@ the limit are refused with 413 by `security.BodySizeLimit`; URIs shown are redac
 from __future__ import annotations
 
 import copy
+import html
 import logging
 import math
 import os
@@ -22,10 +23,17 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from learning_pipeline.lib.autonomy.alerts import WEBHOOK_ENV, Alert, AlertStore, raise_and_notify
+from learning_pipeline.lib.autonomy.alerts import (
+    ALERT_TYPES,
+    WEBHOOK_ENV,
+    Alert,
+    AlertStore,
+    raise_and_notify,
+)
 from learning_pipeline.lib.events.decisions import DecisionLogger
 from learning_pipeline.lib.learning.registry import default_tracking_uri
 from learning_pipeline.lib.redact import install_log_redaction, redact_text, redact_uri, redact_values
@@ -213,6 +221,10 @@ def learning_router(service: Service) -> APIRouter:
     def outcomes(body: OutcomesRequest) -> dict[str, Any]:
         """Land outcome events in the landing zone (validated, quarantined or accepted by the pipeline)."""
         path = land_records(paths.landing, body.events, prefix="http")
+        try:  # a version that learns online sees them at its next epoch; landing has already succeeded
+            decisions.observe(body.events)
+        except Exception as error:
+            log.warning("online evidence not updated: %s", error)
         return {"landed": len(body.events), "file": path.name}
 
     return router
@@ -255,7 +267,7 @@ def alerts_router(service: Service) -> APIRouter:
     @router.get("/alerts")
     def alerts(
         include_acknowledged: bool = False,
-        alert_type: Annotated[str | None, Query(max_length=100)] = None,
+        alert_type: Annotated[Literal[ALERT_TYPES] | None, Query(description="only this alert type")] = None,
     ) -> list[dict[str, Any]]:
         """Alerts, newest first (open ones unless include_acknowledged=true)."""
         return api.list_alerts(service.alerts, include_acknowledged, alert_type)
@@ -286,11 +298,48 @@ def graduation_router(service: Service) -> APIRouter:
 
     @router.post("/graduation/{version}/approve", dependencies=WRITE, responses=WRITE_ERRORS)
     def approve(version: Annotated[int, Path(ge=1, le=2**31 - 1)], body: ApproveRequest) -> dict[str, Any]:
-        """shadow | canary -> live for one version; needs the X-API-Token header (no token configured: 403)."""
+        """shadow | canary -> live for one version; needs the X-API-Token header (no token configured: 403,
+        unknown version: 404, a version in another stage: 409)."""
         try:
             return redact_values(api.approve_live(paths, uri, version, body.by, body.reason))
+        except api.NotFound as error:
+            raise HTTPException(404, str(error)) from error
         except api.Conflict as error:
             raise HTTPException(409, redact_text(str(error))) from error
+
+    return router
+
+
+DAGSTER_UI_URL_ENV = "LEARNING_PIPELINE_DAGSTER_UI_URL"
+DEFAULT_DAGSTER_UI = "http://127.0.0.1:3000"  # where `make ui` serves
+
+
+def index_router(service: Service) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        """Links to the API's docs and reads, and to the Dagster and MLflow UIs."""
+        from learning_pipeline.defs.summary.links import mlflow_ui_base  # the address asset links use
+
+        dagster_ui = os.environ.get(DAGSTER_UI_URL_ENV, "").strip() or DEFAULT_DAGSTER_UI
+        links = [
+            ("/docs", "API docs (Swagger UI)"),
+            ("/openapi.json", "OpenAPI schema"),
+            (f"{PREFIX}/status", "status: served versions, sensors and schedules"),
+            (f"{PREFIX}/metrics", "learning metrics"),
+            (f"{PREFIX}/graduation", "versions and their stages"),
+            (f"{PREFIX}/alerts", "open alerts"),
+            (dagster_ui, f"Dagster UI (`make ui`; ${DAGSTER_UI_URL_ENV})"),
+            (mlflow_ui_base(service.tracking_uri), "MLflow UI"),
+        ]
+        items = "\n".join(
+            f'<li><a href="{html.escape(url)}">{html.escape(text)}</a></li>' for url, text in links
+        )
+        return (
+            "<!doctype html><html><head><meta charset='utf-8'><title>Learning API</title></head><body>"
+            f"<h1>learning_pipeline Learning API</h1><ul>\n{items}\n</ul></body></html>"
+        )
 
     return router
 
@@ -377,7 +426,7 @@ def create_app(
         yield
         service.decisions.stop()  # writes the decisions still buffered
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs from files in the package: no CDN, works without internet
         title="learning_pipeline Learning API",
         version="1.0.0",
         description="Metrics, agent performance, decisions from the live agent-router version (logged with "
@@ -400,6 +449,7 @@ def create_app(
 
     for make in ROUTERS:
         app.include_router(make(service), prefix=PREFIX)
+    app.include_router(index_router(service))
     security.check_writes_need_token(app)
     return app
 

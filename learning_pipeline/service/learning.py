@@ -270,8 +270,13 @@ def graduation_status(paths: LakePaths, tracking_uri: str) -> dict:
 
 
 def approve_live(paths: LakePaths, tracking_uri: str, version: int, by: str, reason: str) -> dict:
+    """NotFound: no such registered version; Conflict: the version is not in shadow or canary."""
     from learning_pipeline.lib.autonomy import operations as autonomy_ops
 
+    registered = set(autonomy_ops.versions_frame(tracking_uri)["version_number"].astype(int))
+    if version not in registered:
+        known = ", ".join(str(v) for v in sorted(registered)) or "none yet"
+        raise NotFound(f"agent-router has no version {version} (registered: {known})")
     try:
         row = autonomy_ops.approve_live(paths, tracking_uri, version, by, reason)
     except ValueError as error:

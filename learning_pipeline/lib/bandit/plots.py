@@ -106,18 +106,28 @@ def plot_posteriors(posteriors: pd.DataFrame, path: Path, max_tasks: int = 12, m
     return _save(fig, path)
 
 
-def plot_success_over_time(daily: pd.DataFrame, path: Path, max_agents: int = 10) -> Path:
-    """daily: columns day, agent_name, success_rate, n."""
+def plot_success_over_time(
+    daily: pd.DataFrame, path: Path, held_out: tuple[str, str] | None = None, max_agents: int = 10
+) -> Path:
+    """daily: columns day, agent_name, success_rate, n (the training window). `held_out` (first, last day) is
+    shaded after it: the days the candidate was evaluated on, never trained on."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.0), layout="constrained")
     if not daily.empty:
         top = daily.groupby("agent_name")["n"].sum().sort_values(ascending=False).index[:max_agents]
         for agent in top:
             sub = daily[daily["agent_name"] == agent].sort_values("day")
             ax.plot(pd.to_datetime(sub["day"]), sub["success_rate"], marker=".", label=str(agent))
-        ax.legend(fontsize=6, ncol=2, loc="lower left")
-    ax.set_ylabel("success rate")
-    ax.set_title("daily success rate per agent (training window + held-out)")
+    title = "Daily success rate per agent in the training window"
+    if held_out is not None:
+        first, last = pd.to_datetime(held_out[0]), pd.to_datetime(held_out[1]) + pd.Timedelta(days=1)
+        ax.axvspan(first, last, color="0.85", label="held-out (evaluated)")
+        ax.set_xlim(right=last + pd.Timedelta(hours=12))
+        title += f"; held-out {held_out[0]}" + (f" .. {held_out[1]}" if held_out[1] != held_out[0] else "")
+    if ax.has_data():
+        ax.legend(fontsize=8, ncol=2, loc="lower left")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success rate", fontsize=9)
+    ax.set_title(title, fontsize=10)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    return _save(fig, path, dpi=72)
+    return _save(fig, path)

@@ -94,13 +94,45 @@ def _tracking(tracking_uri: str) -> Iterator[MlflowClient]:
             os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
+# The MLflow UI opens an experiment of this kind on its runs (model training), not on GenAI traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+DEFAULT_EXPERIMENT_ID = "0"
+
+
 def ensure_experiment(
     client: MlflowClient, name: str = EXPERIMENT_NAME, artifact_location: str | None = None
 ) -> str:
+    """The experiment's id, created on first use; a new store's empty "Default" experiment is removed then,
+    so the UI lists only the project's experiments (never one holding runs)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    experiment_id = client.create_experiment(
+        name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    )
+    with contextlib.suppress(mlflow.exceptions.MlflowException):  # a tracking server may refuse
+        default = client.get_experiment(DEFAULT_EXPERIMENT_ID)
+        if default.lifecycle_stage == "active" and not client.search_runs(
+            [DEFAULT_EXPERIMENT_ID], max_results=1
+        ):
+            client.delete_experiment(DEFAULT_EXPERIMENT_ID)
+    return experiment_id
+
+
+def stable_metric_names(metrics: dict[str, float], baseline: str) -> dict[str, float]:
+    """The baseline's metrics under one name whichever baseline it is (uniform random for the first version,
+    then the champion): `<baseline>.x` -> `baseline.x`, `candidate_minus_<baseline>.x` ->
+    `candidate_minus_baseline.x`, so every run has the same metric names and the UI one chart per metric."""
+    renames = {f"{baseline}.": "baseline.", f"candidate_minus_{baseline}.": "candidate_minus_baseline."}
+    out = {}
+    for key, value in metrics.items():
+        for old, new in renames.items():
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = value
+    return out
 
 
 # ---- the pyfunc ------------------------------------------------------------------------------------
@@ -209,7 +241,8 @@ def log_cycle(
         model_sha256 = json.loads((policy_dir / "policy.json").read_text()).get("model_sha256", "")
         plots = [plot_posteriors(policy.posteriors, tmp_path / "posterior_densities.png")]
         if daily_success is not None:
-            plots.append(plot_success_over_time(daily_success, tmp_path / "success_over_time.png"))
+            held_out = (str(params["cutoff"]), str(params["eval_end"])) if "cutoff" in params else None
+            plots.append(plot_success_over_time(daily_success, tmp_path / "success_over_time.png", held_out))
         (tmp_path / "gate.json").write_text(json.dumps(result.gate.as_dict(), indent=2))
         estimates = pd.DataFrame(
             [
@@ -230,12 +263,14 @@ def log_cycle(
         run_tags = {k: str(v) for k, v in tags.items()}
         run_tags["parent_version"] = "" if parent_version is None else str(parent_version)
         run_tags["gate"] = "accepted" if result.gate.accepted else "rejected"
-        with mlflow.start_run(experiment_id=exp_id, tags=run_tags) as run:
+        run_tags["mlflow.note.content"] = run_description(result, tags.get("partition"), params)
+        with mlflow.start_run(experiment_id=exp_id, tags=run_tags, run_name=run_name(result, tags)) as run:
             mlflow.log_params(
                 {k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in params.items()}
+                | {"baseline_kind": result.gate.baseline_kind}
             )
             metrics = {k: float(v) for k, v in result.metrics().items() if v is not None and np.isfinite(v)}
-            mlflow.log_metrics(metrics)
+            mlflow.log_metrics(stable_metric_names(metrics, result.evaluation.reference))
             mlflow.log_artifact(str(policy_dir / "posteriors.parquet"), artifact_path="posteriors")
             for path in plots:
                 mlflow.log_artifact(str(path), artifact_path="plots")
@@ -291,6 +326,26 @@ def log_cycle(
         champion_version=champion,
         model_uri=f"models:/{name}/{version}",
         timings_ms=timings,
+    )
+
+
+def run_name(result: CycleEvaluation, tags: dict[str, str]) -> str:
+    """What the run list shows: the held-out day and the gate's verdict, e.g. `2026-12-01 accepted +0.2216`."""
+    gate = result.gate
+    verdict = "accepted" if gate.accepted else "rejected"
+    return f"{tags.get('partition', 'cycle')} {verdict} {gate.improvement:+.4f} vs {gate.baseline_kind}"
+
+
+def run_description(result: CycleEvaluation, partition: str | None, params: dict[str, Any]) -> str:
+    """The run's description (markdown) in the MLflow UI."""
+    gate = result.gate
+    return (
+        f"Learning cycle for the held-out day {partition}: a candidate routing policy trained on "
+        f"{params.get('train_start')} .. {params.get('cutoff')} (before the cut-off), evaluated off-policy on "
+        f"{result.n_events} held-out events against the {gate.baseline_kind} baseline with the `{gate.estimator}` "
+        f"estimator.\n\n**{'Accepted' if gate.accepted else 'Rejected'}**: {gate.reason}.\n\n"
+        "Metrics `candidate.*` and `baseline.*` hold each policy's estimates (`baseline_kind` says which baseline); "
+        "`candidate_minus_baseline.*` the paired differences. Plots: `plots/`."
     )
 
 
