@@ -23,6 +23,20 @@ def simulated_lake(root: Path, **config) -> tuple[LakePaths, SimulationConfig, S
     return paths, cfg, SimulationTruth(cfg)
 
 
+def models_lake(root: Path, **config) -> tuple[LakePaths, dict, SimulationTruth]:
+    """A simulated lake with logged propensities, and the models assets' resources over it: the lake, and
+    MLflow (sqlite) in the same data directory."""
+    from learning_pipeline.defs.models.resources import MlflowResource
+    from learning_pipeline.defs.resources import LakeResource
+
+    paths, _, truth = simulated_lake(root, propensities=True, **config)
+    resources = {
+        "lake": LakeResource(data_dir=str(paths.root)),
+        "mlflow": MlflowResource(data_dir=str(paths.root)),
+    }
+    return paths, resources, truth
+
+
 def sqlite_uri(root: Path) -> str:
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 

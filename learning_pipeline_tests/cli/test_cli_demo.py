@@ -14,6 +14,7 @@ from dagster_graphql.test.utils import define_out_of_process_context, execute_da
 from learning_pipeline.cli.code_location_runs import WORKSPACE_FILE
 from learning_pipeline.lib.events.staging import read_log
 from learning_pipeline.lib.storage.lake import DATA_DIR_ENV, LakePaths
+from learning_pipeline_tests._servers import demo_command
 
 LOCATION = "learning_pipeline.definitions:defs"
 REPOSITORY = "__repository__"
@@ -25,22 +26,7 @@ def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     data_dir, home = root / "data", root / "dagster_home"
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "learning_pipeline.cli",
-            "demo",
-            "--data-dir",
-            str(data_dir),
-            "--dagster-home",
-            str(home),
-            "--days",
-            str(DAYS),
-            "--events-per-day",
-            "1500",
-            "--seed",
-            "3",
-        ],
+        demo_command(data_dir, home, days=DAYS, seed=3),
         capture_output=True,
         text=True,
         timeout=1500,

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -13,29 +12,14 @@ from learning_pipeline.defs.events.assets import outcome_events
 from learning_pipeline.lib.storage.lake import land_records
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def postgres_url():
-    name = f"dagster_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-def test_materialization_is_stored_in_postgres(tmp_path, lake, postgres_url, monkeypatch):
+def test_materialization_is_stored_in_postgres(tmp_path, lake, dagster_pg_url):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)
     land_records(
         lake.paths.landing,
         [
@@ -52,7 +36,7 @@ def test_materialization_is_stored_in_postgres(tmp_path, lake, postgres_url, mon
         assert result.success
         run_id = result.run_id
 
-    with psycopg2.connect(postgres_url.replace("+psycopg2", "")) as conn, conn.cursor() as cur:
+    with psycopg2.connect(dagster_pg_url.replace("+psycopg2", "")) as conn, conn.cursor() as cur:
         cur.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,))
         assert cur.fetchone() == ("SUCCESS",)
         cur.execute(
@@ -66,10 +50,9 @@ def test_materialization_is_stored_in_postgres(tmp_path, lake, postgres_url, mon
     assert stored == {("outcome_events", "2025-10-09"), ("quarantined_events", "2025-10-09")}
 
 
-def test_instance_limits_the_warehouse_pool_to_one_writer(tmp_path, postgres_url, monkeypatch):
+def test_instance_limits_the_warehouse_pool_to_one_writer(tmp_path, dagster_pg_url):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.global_op_concurrency_default_limit == 1

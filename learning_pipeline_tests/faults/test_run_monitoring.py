@@ -27,7 +27,6 @@ from learning_pipeline.defs.resources import WAREHOUSE_POOL
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
 # What the project promises: a dead run is failed and its slots are free again within this many seconds.
 RECOVERY_SECONDS = 60
@@ -73,21 +72,6 @@ def _wait_until(predicate, timeout: float, what: str, describe=lambda: ""):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{describe()}")
         time.sleep(0.5)
-
-
-@pytest.fixture
-def postgres_url():
-    import psycopg2
-
-    name = f"dagster_monitor_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def _run_monitoring(path: Path) -> dict:
@@ -254,6 +238,6 @@ def test_killed_run_frees_the_warehouse_pool_local_instance(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_killed_run_frees_the_warehouse_pool_production_instance(tmp_path, postgres_url, monkeypatch):
-    monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)  # read by this process's instance and the daemon's
+def test_killed_run_frees_the_warehouse_pool_production_instance(tmp_path, dagster_pg_url):
+    # DAGSTER_PG_URL is read by this process's instance and the daemon's
     _killed_run_frees_the_pool(tmp_path, PROJECT_ROOT / "deploy" / "dagster.yaml", {})

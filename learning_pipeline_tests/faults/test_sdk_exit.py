@@ -30,6 +30,12 @@ PRELUDE = textwrap.dedent(
     def record(recorder, n, prefix="ev"):
         for i in range(n):
             recorder.record({"event_id": f"{prefix}-{i}", "agent_name": "a", "status": "success"})
+
+    def lingering(n=0, prefix="ev"):
+        # a recorder that writes nothing on its own before the program ends, holding n recorded events
+        recorder = OutcomeRecorder(landing_dir=landing, batch_size=10_000, linger_seconds=3600)
+        record(recorder, n, prefix)
+        return recorder
     """
 )
 
@@ -88,8 +94,7 @@ def test_program_that_ends_without_close_flushes_at_exit(tmp_path):
     proc, landing = _start(
         tmp_path,
         """
-        recorder = OutcomeRecorder(landing_dir=landing, batch_size=10_000, linger_seconds=3600)
-        record(recorder, 250)
+        recorder = lingering(250)
         print("recorded", flush=True)
         # no close(): the script just ends
         """,
@@ -104,8 +109,7 @@ def test_program_ending_with_an_uncaught_exception_still_flushes(tmp_path):
     proc, landing = _start(
         tmp_path,
         """
-        recorder = OutcomeRecorder(landing_dir=landing, batch_size=10_000, linger_seconds=3600)
-        record(recorder, 120)
+        recorder = lingering(120)
         raise RuntimeError("the agent crashed")
         """,
     )
@@ -119,8 +123,7 @@ def test_recorder_created_in_a_worker_thread_flushes_at_exit(tmp_path):
         tmp_path,
         """
         def work():
-            recorder = OutcomeRecorder(landing_dir=landing, batch_size=10_000, linger_seconds=3600)
-            record(recorder, 80)
+            recorder = lingering(80)
 
         t = threading.Thread(target=work)
         t.start()
@@ -136,8 +139,7 @@ def test_sigterm_flushes_then_ends_the_process_as_killed_by_sigterm(tmp_path):
     proc, landing = _start(
         tmp_path,
         """
-        recorder = OutcomeRecorder(landing_dir=landing, batch_size=10_000, linger_seconds=3600)
-        record(recorder, 300)
+        recorder = lingering(300)
         print("recorded", flush=True)
         time.sleep(120)
         """,
@@ -157,9 +159,8 @@ def test_sigterm_while_the_main_thread_records_and_more_than_one_recorder(tmp_pa
     proc, landing = _start(
         tmp_path,
         """
-        first = OutcomeRecorder(landing_dir=landing, batch_size=10_000, linger_seconds=3600)
-        second = OutcomeRecorder(landing_dir=landing, batch_size=10_000, linger_seconds=3600)
-        record(second, 40, prefix="second")
+        first = lingering()
+        second = lingering(40, prefix="second")
         count = 0
         # One fixed-width pwrite per event: a signal handler never sees a half-written count.
         fd = os.open(os.path.join(os.path.dirname(landing), "count"), os.O_CREAT | os.O_WRONLY)
@@ -196,7 +197,7 @@ def test_program_with_its_own_sigterm_handler_keeps_it_and_exit_flushes(tmp_path
             sys.exit(3)
 
         signal.signal(signal.SIGTERM, mine)
-        recorder = OutcomeRecorder(landing_dir=landing, batch_size=10_000, linger_seconds=3600)
+        recorder = lingering()
         assert signal.getsignal(signal.SIGTERM) is mine  # not replaced
         record(recorder, 200)
         print("recorded", flush=True)
@@ -261,8 +262,7 @@ def test_sigkill_loses_only_what_was_not_yet_written(tmp_path):
     proc, landing = _start(
         tmp_path,
         """
-        recorder = OutcomeRecorder(landing_dir=landing, batch_size=10_000, linger_seconds=3600)
-        record(recorder, 100, prefix="flushed")
+        recorder = lingering(100, prefix="flushed")
         recorder.flush()
         record(recorder, 50, prefix="buffered")
         print("recorded", flush=True)

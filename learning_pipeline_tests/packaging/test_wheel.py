@@ -15,6 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from learning_pipeline_tests._servers import demo_command
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -73,20 +75,7 @@ def test_wheel_runs_the_demo_outside_the_checkout(wheel, tmp_path):
     assert where.startswith(purelib), where
 
     result = subprocess.run(
-        [
-            venv / "bin" / "learning-pipeline",
-            "demo",
-            "--data-dir",
-            "data",
-            "--dagster-home",
-            "home",
-            "--days",
-            "3",
-            "--seed",
-            "3",
-            "--events-per-day",
-            "1500",
-        ],
+        demo_command("data", "home", seed=3, program=[venv / "bin" / "learning-pipeline"]),
         cwd=elsewhere,
         capture_output=True,
         text=True,

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from learning_pipeline_tests._servers import free_port, wait_for_http
+from learning_pipeline_tests._servers import free_port, http_server
 
 TOKEN = "s3cret-token"
 PREDICT = "/api/learning/predict/agent-selection"
@@ -52,19 +52,9 @@ def serve_process(
     full_env.update(env or {})
     command = [sys.executable, "-m", "learning_pipeline.cli", "serve", "--data-dir", str(data_dir)]
     command += ["--port", str(port), "--poll-seconds", "0.5", *args]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(base + "/api/learning/alerts", proc, describe=lambda: log.read_text()[-3000:])
+    with http_server(command, log, base + "/api/learning/alerts", env=full_env) as proc:
         yield Served(base, port, log, proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _decode(raw: bytes):

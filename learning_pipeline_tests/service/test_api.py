@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -16,14 +14,8 @@ from pathlib import Path
 
 import pytest
 
-TOKEN = "s3cret-token"
-PREDICT = "/api/learning/predict/agent-selection"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from learning_pipeline_tests._servers import demo_command, free_port, wait_for_http
+from learning_pipeline_tests.service._client import PREDICT, TOKEN, serve_process
 
 
 def call(
@@ -48,21 +40,6 @@ def call(
         return error.code, json.loads(error.read() or b"null")
 
 
-def wait_ready(base: str, timeout: float = 180.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            status, body = call(base, "/api/learning/status")
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{base} not ready")
-
-
 def wait_for(predicate, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,24 +54,7 @@ def wait_for(predicate, timeout: float = 60.0):
 def demo_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("api")
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "learning_pipeline.cli",
-            "demo",
-            "--data-dir",
-            str(root / "data"),
-            "--dagster-home",
-            str(root / "home"),
-            "--days",
-            "3",
-            "--events-per-day",
-            "1500",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        demo_command(root / "data", root / "home"), check=True, capture_output=True, text=True, timeout=600
     )
     return root
 
@@ -102,43 +62,10 @@ def demo_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(demo_dir):
     """`learning-pipeline serve` in a subprocess with the approval token configured."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "LEARNING_PIPELINE_API_TOKEN": TOKEN,
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "learning_pipeline.cli",
-            "serve",
-            "--data-dir",
-            str(demo_dir / "data"),
-            "--port",
-            str(port),
-            "--poll-seconds",
-            "0.5",
-            "--dagster-home",
-            str(demo_dir / "home"),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, proc=proc)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serve_process(
+        demo_dir / "data", demo_dir / "serve.log", args=["--dagster-home", str(demo_dir / "home")]
+    ) as served:
+        yield served.base
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +83,7 @@ def tokenless_server(demo_dir):
     thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base)
+        wait_for_http(base + "/api/learning/status")
         yield base
     finally:
         srv.should_exit = True

@@ -19,12 +19,10 @@ from learning_pipeline.defs.models.assets import (
     policy_evaluation,
     rollback_job,
 )
-from learning_pipeline.defs.models.resources import MlflowResource
-from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.learning import registry
 from learning_pipeline.lib.storage.warehouse import lake_connection
-from learning_pipeline_tests._models_fixtures import operator_makes_live, simulated_lake
-from learning_pipeline_tests._servers import free_port, wait_for_http
+from learning_pipeline_tests._models_fixtures import models_lake, operator_makes_live
+from learning_pipeline_tests._servers import free_port, http_server
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parents[3]
@@ -39,14 +37,13 @@ RUN_CONFIG = {
 
 @pytest.fixture(scope="module")
 def materialized(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    paths, cfg, truth = simulated_lake(
-        root / "data", days=10, events_per_day=1500, seed=4, end_date="2025-03-10", propensities=True
+    paths, resources, truth = models_lake(
+        tmp_path_factory.mktemp("models") / "data",
+        days=10,
+        events_per_day=1500,
+        seed=4,
+        end_date="2025-03-10",
     )
-    resources = {
-        "lake": LakeResource(data_dir=str(paths.root)),
-        "mlflow": MlflowResource(data_dir=str(paths.root)),
-    }
     results = {}
     for partition in ("2025-03-08", "2025-03-09", "2025-03-10"):
         results[partition] = dg.materialize(
@@ -172,7 +169,7 @@ def test_champion_loads_in_a_fresh_process(materialized):
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_serves_the_champion(materialized):
+def test_mlflow_models_serve_serves_the_champion(materialized, tmp_path):
     _, resources, _, _ = materialized
     port = free_port()
     bin_dir = str(Path(PYTHON).parent)  # the scoring server runs `uvicorn` from PATH
@@ -181,31 +178,9 @@ def test_mlflow_models_serve_serves_the_champion(materialized):
         "MLFLOW_TRACKING_URI": resources["mlflow"].uri,
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
     }
-    mlflow_bin = str(Path(bin_dir) / "mlflow")
-    proc = subprocess.Popen(
-        [
-            mlflow_bin,
-            "models",
-            "serve",
-            "-m",
-            "models:/agent-router@champion",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-w",
-            "1",
-        ],
-        cwd="/",
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/ping", proc, describe=lambda: proc.stdout.read()[-3000:])
+    command = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", "models:/agent-router@champion"]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    with http_server(command, tmp_path / "serve.log", f"http://127.0.0.1:{port}/ping", cwd="/", env=env):
         body = json.dumps(
             {"dataframe_records": [{"task_type": "analysis", "complexity": "low"}], "params": {"top_k": 3}}
         ).encode()
@@ -218,12 +193,6 @@ def test_mlflow_models_serve_serves_the_champion(materialized):
         assert (
             len(rows) == 1 and len(rows[0]["agents"]) == 3 and rows[0]["agent_name"] == rows[0]["agents"][0]
         )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_rollback_job_refuses_an_unapproved_version_unless_forced_and_records_who(materialized):

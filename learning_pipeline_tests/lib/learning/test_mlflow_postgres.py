@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import psycopg2
@@ -14,7 +13,7 @@ from learning_pipeline.lib.learning import registry
 from learning_pipeline.lib.learning.cycle import CycleConfig, run_cycle
 from learning_pipeline.lib.storage.warehouse import lake_connection
 from learning_pipeline_tests._models_fixtures import operator_makes_live, simulated_lake
-from learning_pipeline_tests._servers import free_port, wait_for_http
+from learning_pipeline_tests._servers import free_port, http_server, postgres_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -22,61 +21,21 @@ PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 PYTHON = sys.executable
 
 
-def _admin():
-    con = psycopg2.connect(dbname="postgres", **PG)
-    con.autocommit = True
-    return con
-
-
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory):
-    admin = _admin()
-    db = f"mlflow_test_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{db}"')
     root = tmp_path_factory.mktemp("mlflow_server")
     port = free_port()
     bin_dir = Path(PYTHON).parent
     env = {**os.environ, "PATH": str(bin_dir) + os.pathsep + os.environ.get("PATH", "")}
     env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [
-            str(bin_dir / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{db}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=str(root),
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     uri = f"http://127.0.0.1:{port}"
-    try:
-        log.flush()
-        wait_for_http(f"{uri}/health", proc, describe=lambda: (root / "server.log").read_text()[-3000:])
-        yield uri, db, root
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{db}"')
-        admin.close()
+    with postgres_database("mlflow_test") as db:
+        command = [str(bin_dir / "mlflow"), "server", "--backend-store-uri"]
+        command += [f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{db}"]
+        command += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1"]
+        command += ["--port", str(port), "--workers", "1"]
+        with http_server(command, root / "server.log", f"{uri}/health", cwd=str(root), env=env):
+            yield uri, db, root
 
 
 def test_learning_cycle_against_a_postgres_backed_tracking_server(tracking_server, tmp_path):
