@@ -285,8 +285,7 @@ def model_versions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow
     "exactly one active version, and it carries @champion",
 )
 def model_versions_match_registry(lake: LakeResource, mlflow: MlflowResource) -> dg.AssetCheckResult:
-    paths = lake.paths
-    with lake_connection(paths) as con:
+    with lake_connection(lake.paths) as con:
         table = con.execute("SELECT version_number, status, aliases FROM model_versions ORDER BY 1").df()
     registry_frame = registry.model_versions_frame(mlflow.uri)
     same = (

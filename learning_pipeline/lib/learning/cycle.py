@@ -495,26 +495,22 @@ def write_model_versions(paths: LakePaths, tracking_uri: str) -> pd.DataFrame:
 
 
 def record_learning_event(
-    paths: LakePaths,
-    event_type: str,
-    samples: int | None = None,
-    metrics_before: dict | None = None,
-    metrics_after: dict | None = None,
-    improvement: float | None = None,
-    **columns: Any,
+    paths: LakePaths, event_type: str, samples: int | None = None, **columns: Any
 ) -> Path:
     """Append one learning event. `columns`: any other LEARNING_EVENT_SCHEMA column (model_version_id,
-    batch_size, duration_ms, reason, partition_key, dagster_run_id, mlflow_run_id, parent_version)."""
+    batch_size, metrics_before, metrics_after, improvement, duration_ms, reason, partition_key, dagster_run_id,
+    mlflow_run_id, parent_version); the metrics are dicts (stored as JSON), a non-finite improvement is null."""
     unknown = set(columns) - set(LEARNING_EVENT_SCHEMA.names)
     if unknown:
         raise TypeError(f"not learning event columns: {sorted(unknown)}")
     row = dict.fromkeys(LEARNING_EVENT_SCHEMA.names) | columns
+    improvement = row["improvement"]
     row.update(
         id=str(uuid.uuid4()),
         event_type=event_type,
         samples_processed=samples,
-        metrics_before=json.dumps(metrics_before or {}, default=float),
-        metrics_after=json.dumps(metrics_after or {}, default=float),
+        metrics_before=json.dumps(row["metrics_before"] or {}, default=float),
+        metrics_after=json.dumps(row["metrics_after"] or {}, default=float),
         improvement=None if improvement is None or not np.isfinite(improvement) else float(improvement),
         created_at=datetime.now(UTC),
     )
