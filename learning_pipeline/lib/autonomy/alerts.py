@@ -27,8 +27,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from learning_pipeline.lib.storage.lake import LakePaths, write_parquet_atomic
-from learning_pipeline.lib.storage.state_store import StateStore, TableSpec, Tx, open_state_store
+from learning_pipeline.lib.storage.lake import LakePaths
+from learning_pipeline.lib.storage.state_store import StateStore, TableSpec, Tx, open_state_store, publish
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,8 @@ ALERTS_TABLE = TableSpec.parse(
     "source text, dedup_key text not null, created_at timestamp not null, acknowledged bool not null default "
     "false, acknowledged_at timestamp, acknowledged_by text, notified bool not null default false",
     indexes=(("dedup_key",), ("created_at",)),
+    order_by="created_at DESC, id",
 )
-COLUMNS = ALERTS_TABLE.names
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM agent_alerts"
 
 
 def utc_now() -> datetime:
@@ -134,7 +133,7 @@ class AlertStore:
                 "acknowledged_by": None,
                 "notified": False,
             }
-            self._insert(tx, [row])
+            ALERTS_TABLE.insert(tx, [row])
             tx.after_commit(self._publish)
         return row
 
@@ -183,23 +182,10 @@ class AlertStore:
     # -- helpers ----------------------------------------------------------------------------------
     @staticmethod
     def _rows(tx: Tx, where: str = "", params=()) -> pd.DataFrame:
-        rows = tx.execute(_SELECT + where + " ORDER BY created_at DESC, id", params).fetchall()
-        return ALERTS_TABLE.frame(rows)
-
-    @staticmethod
-    def _insert(tx: Tx, rows: list[dict]) -> None:
-        sql = f"INSERT INTO agent_alerts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-        for row in rows:
-            tx.execute(sql + " ON CONFLICT (id) DO NOTHING", [row[c] for c in COLUMNS])
+        return ALERTS_TABLE.select(tx, where, params)
 
     def _publish(self, tx: Tx) -> None:
-        """The lake snapshot, written after the commit while this writer still holds the table: snapshots
-        never go back in time. A failure to write it is logged; the next change writes it again."""
-        try:
-            frame = self._rows(tx).sort_values(["created_at", "id"], kind="stable")
-            write_parquet_atomic(self.paths.table("agent_alerts") / "data.parquet", ALERTS_TABLE.arrow(frame))
-        except OSError as error:
-            log.warning("could not publish the agent_alerts lake snapshot: %s", error)
+        publish(tx, ALERTS_TABLE, self.paths)
 
     def _import_legacy(self) -> None:
         """Alerts of the former DuckDB store move into this one once (the file is renamed, never deleted)."""
@@ -210,10 +196,10 @@ class AlertStore:
             if not legacy.exists():  # another writer imported it meanwhile
                 return
             with duckdb.connect(str(legacy), read_only=True) as con:
-                found = con.execute(_SELECT)
+                found = con.execute(f"SELECT {', '.join(ALERTS_TABLE.names)} FROM agent_alerts")
                 names = [d[0] for d in found.description]
                 rows = [dict(zip(names, row, strict=True)) for row in found.fetchall()]
-            self._insert(tx, rows)
+            ALERTS_TABLE.insert(tx, rows)
             tx.after_commit(self._publish)
             tx.after_commit(lambda _: legacy.rename(legacy.with_name(legacy.name + ".imported")))
         log.info("imported %d alerts from %s into %s", len(rows), legacy, self.location)

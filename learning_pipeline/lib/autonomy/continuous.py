@@ -8,9 +8,10 @@ A cycle is requested when all of these hold (checked in this order, the first fa
 Convergence: the mean improvement of the last `convergence_cycles` evaluated cycles since the loop last woke
 is below `convergence_threshold`.
 
-State lives in the `learning_cycles` lake table (append-only Parquet, one file per decision that changes
-state: `cycle_requested`, `converged`, `woken`), so a restarted sensor (or one whose cursor was reset)
-reaches the same decisions. The sensor cursor is only a cache of the last staging sequence it saw.
+State lives in the `learning_cycles` table of the state store (`lib/storage/state_store.py`; one row per
+decision that changes state: `cycle_requested`, `converged`, `woken`; its lake snapshot is
+`lake/learning_cycles/data.parquet`), so a restarted sensor (or one whose cursor was reset) reaches the same
+decisions. The sensor cursor is only a cache of the last staging sequence it saw.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pandas as pd
-import pyarrow as pa
 
-from learning_pipeline.lib.storage.lake import LakePaths, new_batch_name, write_parquet_atomic
-from learning_pipeline.lib.storage.state_store import TableSpec
+from learning_pipeline.lib.storage.lake import LakePaths
+from learning_pipeline.lib.storage.state_store import StateStore, TableSpec, open_state_store, publish
 
 # event_type: cycle_requested / converged / woken; trigger: continuous_learning_sensor / learning_cycle_schedule
 LEARNING_CYCLES_TABLE = TableSpec.parse(
     "learning_cycles",
     "id text primary key not null, event_type text not null, at timestamp not null, trigger text, partition_key "
     "text, run_key text, staging_seq int, new_events int, mean_improvement float, reason text, details text",
+    order_by="at, id",
 )
 CYCLE_REQUESTED, CONVERGED, WOKEN = "cycle_requested", "converged", "woken"
 
@@ -92,15 +93,15 @@ def _utc(value) -> datetime | None:
 # ---- the learning_cycles table -------------------------------------------------------------------
 
 
+def _store(paths: LakePaths) -> StateStore:
+    store = open_state_store(paths)
+    store.ensure(LEARNING_CYCLES_TABLE, paths)  # imports the former lake table once
+    return store
+
+
 def read_learning_cycles(paths: LakePaths) -> pd.DataFrame:
-    directory = paths.table("learning_cycles")
-    files = sorted(directory.glob("*.parquet")) if directory.exists() else []
-    if not files:
-        return LEARNING_CYCLES_TABLE.schema.empty_table().to_pandas()
-    with duckdb.connect() as con:
-        return con.execute(
-            'SELECT * FROM read_parquet(?, union_by_name = true) ORDER BY "at", id', [[str(f) for f in files]]
-        ).df()
+    with _store(paths).read() as tx:
+        return LEARNING_CYCLES_TABLE.select(tx)
 
 
 def record_cycle_event(
@@ -130,8 +131,9 @@ def record_cycle_event(
         "reason": reason,
         "details": json.dumps(details or {}, default=str),
     }
-    table = pa.Table.from_pylist([row], schema=LEARNING_CYCLES_TABLE.schema)
-    write_parquet_atomic(paths.table("learning_cycles") / new_batch_name(event_type, "parquet"), table)
+    with _store(paths).write(LEARNING_CYCLES_TABLE.name) as tx:
+        LEARNING_CYCLES_TABLE.insert(tx, [row])
+        tx.after_commit(lambda tx: publish(tx, LEARNING_CYCLES_TABLE, paths))
     return row
 
 

@@ -15,6 +15,10 @@ version in those stages. The decision service serves @champion and @canary and s
 Approval (table `model_approvals`): a version the eval gate accepted is approved automatically when
 auto-approval is on and its metrics meet the thresholds; otherwise it waits for a person
 (`pending_approval`). Stage changes (table `graduation_events`) record who or what triggered them and why.
+Both tables live in the state store (`lib/storage/state_store.py`). Every decision is one write transaction
+that re-reads approvals and stages and refuses what they do not allow (DecisionConflict): of concurrent
+decisions about one version exactly one succeeds, and going live retires the live version in the same
+transaction, so at most one version is live.
 Live traffic of a version = outcome_events from its training cut-off on (data it never saw). For each event
 the version's top agent is computed and compared with the agent that actually ran: agreement rate, success
 of agreeing vs disagreeing decisions per day. Each check of a shadow version is a run in the MLflow
@@ -25,17 +29,18 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from learning_pipeline.lib.storage.lake import LakePaths, new_batch_name, write_parquet_atomic
-from learning_pipeline.lib.storage.state_store import TableSpec
+from learning_pipeline.lib.storage.lake import LakePaths
+from learning_pipeline.lib.storage.state_store import StateStore, TableSpec, Tx, open_state_store, publish
 
 APPROVED, PENDING = "approved", "pending_approval"
 CANDIDATE, REJECTED, SHADOW, CANARY, LIVE, RETIRED = (
@@ -56,50 +61,122 @@ APPROVALS_TABLE = TableSpec.parse(
     "model_approvals",
     "id text primary key not null, version int not null, decision text not null, decided_by text not null, "
     "trigger_kind text not null, reason text, metrics text, at timestamp not null, recorded_at timestamp not null",
+    order_by="recorded_at, id",
 )
 GRADUATION_TABLE = TableSpec.parse(
     "graduation_events",
     "id text primary key not null, version int not null, from_stage text, to_stage text not null, triggered_by "
     "text not null, trigger_kind text not null, reason text, metrics text, at timestamp not null, recorded_at "
     "timestamp not null",
+    order_by="recorded_at, id",
 )
+
+
+class DecisionConflict(ValueError):
+    """A decision that the version's current approval or stage does not allow (another process may have
+    decided first)."""
 
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _store(paths: LakePaths) -> StateStore:
+    store = open_state_store(paths)
+    for spec in (APPROVALS_TABLE, GRADUATION_TABLE):
+        store.ensure(spec, paths)  # imports the former lake tables once
+    return store
+
+
 def _read(paths: LakePaths, spec: TableSpec) -> pd.DataFrame:
-    directory = paths.table(spec.name)
-    files = sorted(directory.glob("*.parquet")) if directory.exists() else []
-    if not files:
-        return spec.schema.empty_table().to_pandas()
-    with duckdb.connect() as con:
-        return con.execute(
-            "SELECT * FROM read_parquet(?) ORDER BY recorded_at, id", [[str(f) for f in files]]
-        ).df()
-
-
-def _append(paths: LakePaths, spec: TableSpec, version: int, row: dict, metrics: dict | None, at) -> dict:
-    """One row of `spec` for `version`: a new id, the metrics as JSON, the deciding and the wall clock."""
-    row = {
-        "id": uuid.uuid4().hex,
-        "version": int(version),
-        **row,
-        "metrics": json.dumps(
-            metrics or {}, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)
-        ),
-        "at": _utc(at or datetime.now(UTC)),
-        "recorded_at": datetime.now(UTC),
-    }
-    table = pa.Table.from_pylist([row], schema=spec.schema)
-    write_parquet_atomic(paths.table(spec.name) / new_batch_name(spec.name, "parquet"), table)
-    return row
+    with _store(paths).read() as tx:
+        return spec.select(tx)
 
 
 def _latest(frame: pd.DataFrame, column: str) -> dict[int, str]:
     """version -> `column` of its latest row."""
     return {int(v): value for v, value in frame.groupby("version")[column].last().items()}
+
+
+class _Decisions:
+    """Approvals and stages as they are inside one write transaction. Every decision about versions takes turns
+    on one writer lock (that of graduation_events), so what a decision checks here still holds at its commit."""
+
+    def __init__(self, paths: LakePaths, tx: Tx):
+        self.paths, self.tx = paths, tx
+        self.events = GRADUATION_TABLE.select(tx)
+        approvals = APPROVALS_TABLE.select(tx)
+        self.stages = _latest(self.events, "to_stage")
+        self.approvals = _latest(approvals, "decision")
+        stamps = [frame["recorded_at"].max() for frame in (self.events, approvals) if len(frame)]
+        self._clock = max(stamps).to_pydatetime() if stamps else None
+        self._changed: set[str] = set()
+
+    def add(
+        self, spec: TableSpec, version: int, row: dict, metrics: dict | None, at: datetime | None
+    ) -> dict:
+        """One row of `spec` for `version`: a new id, the metrics as JSON, the deciding clock (`at`) and the
+        wall clock (`recorded_at`, strictly increasing: the order of the decisions)."""
+        recorded = datetime.now(UTC)
+        if self._clock is not None and recorded <= self._clock:
+            recorded = self._clock + timedelta(microseconds=1)
+        self._clock = recorded
+        row = {
+            "id": uuid.uuid4().hex,
+            "version": int(version),
+            **row,
+            "metrics": json.dumps(
+                metrics or {}, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)
+            ),
+            "at": _utc(at or recorded),
+            "recorded_at": recorded,
+        }
+        spec.insert(self.tx, [row])
+        if spec.name not in self._changed:
+            self._changed.add(spec.name)
+            self.tx.after_commit(lambda tx: publish(tx, spec, self.paths))
+        return row
+
+    def move(
+        self,
+        version: int,
+        allowed_from: Collection[str],
+        to_stage: str,
+        by: str,
+        kind: str,
+        reason: str,
+        metrics: dict | None = None,
+        at: datetime | None = None,
+        refusal: str = "",
+    ) -> list[dict]:
+        """`version` to `to_stage` if its current stage (none recorded: candidate) is in `allowed_from`, else
+        DecisionConflict. Going live retires the live version in the same transaction: one live at most."""
+        version = int(version)
+        stage = self.stages.get(version, CANDIDATE)
+        if stage not in allowed_from:
+            raise DecisionConflict(
+                f"version {version} is in stage {stage}; {refusal or f'it cannot move to {to_stage}'}"
+            )
+        rows = []
+        if to_stage == LIVE:
+            for other in [v for v, s in self.stages.items() if s == LIVE and v != version]:
+                rows += self.move(other, (LIVE,), RETIRED, by, kind, f"replaced by v{version}", at=at)
+        row = {
+            "from_stage": stage,
+            "to_stage": to_stage,
+            "triggered_by": by,
+            "trigger_kind": kind,
+            "reason": reason,
+        }
+        rows.append(self.add(GRADUATION_TABLE, version, row, metrics, at))
+        self.stages[version] = to_stage
+        return rows
+
+
+@contextmanager
+def _deciding(paths: LakePaths) -> Iterator[_Decisions]:
+    with _store(paths).write(GRADUATION_TABLE.name) as tx:
+        yield _Decisions(paths, tx)
 
 
 # ---- approval ------------------------------------------------------------------------------------
@@ -153,10 +230,24 @@ def record_approval(
     metrics: dict | None = None,
     at: datetime | None = None,
 ) -> dict:
+    """Record an approval decision: pending only for a version with no decision yet, approved only for a
+    version with none or pending (then the version also moves candidate -> approved, in the same transaction).
+    DecisionConflict otherwise: of concurrent approvals of one version exactly one succeeds."""
     if decision not in (APPROVED, PENDING):
         raise ValueError(f"decision must be {APPROVED} or {PENDING}")
-    row = {"decision": decision, "decided_by": decided_by, "trigger_kind": trigger_kind, "reason": reason}
-    return _append(paths, APPROVALS_TABLE, version, row, metrics, at)
+    with _deciding(paths) as d:
+        before = d.approvals.get(int(version))
+        if decision == PENDING and before is not None:
+            raise DecisionConflict(f"version {version} already has the approval decision {before}")
+        if before == APPROVED:
+            raise DecisionConflict(f"version {version} is not pending approval (status: {before})")
+        row = {"decision": decision, "decided_by": decided_by, "trigger_kind": trigger_kind, "reason": reason}
+        rec = d.add(APPROVALS_TABLE, version, row, metrics, at)
+        if decision == APPROVED:
+            d.move(
+                version, (CANDIDATE,), APPROVED, decided_by, trigger_kind, f"approved: {reason}", metrics, at
+            )
+    return rec
 
 
 # ---- graduation ----------------------------------------------------------------------------------
@@ -193,18 +284,27 @@ def record_transition(
     metrics: dict | None = None,
     at: datetime | None = None,
 ) -> dict:
+    """Move `version` from `from_stage` (None: never moved, i.e. candidate) to `to_stage`, checked against
+    the current stage inside the transaction (DecisionConflict if it differs); going live retires the live
+    version in the same transaction."""
     if to_stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}")
     if not triggered_by:
         raise ValueError("a transition needs who or what triggered it")
-    row = {
-        "from_stage": from_stage,
-        "to_stage": to_stage,
-        "triggered_by": triggered_by,
-        "trigger_kind": trigger_kind,
-        "reason": reason,
-    }
-    return _append(paths, GRADUATION_TABLE, version, row, metrics, at)
+    expected = from_stage or CANDIDATE
+    with _deciding(paths) as d:
+        rows = d.move(
+            version,
+            (expected,),
+            to_stage,
+            triggered_by,
+            trigger_kind,
+            reason,
+            metrics,
+            at,
+            refusal=f"the transition expected {expected}",
+        )
+    return rows[-1]
 
 
 def approve_live(
@@ -212,30 +312,24 @@ def approve_live(
 ) -> list[dict]:
     """shadow | canary -> live: the only way to live, an explicit human decision. Retires the live one."""
     require_person(by, reason, "approving a version for live")
-    stages = current_stages(paths)
-    stage = stages.get(int(version))
-    if stage not in (SHADOW, CANARY):
-        raise ValueError(
-            f"version {version} is in stage {stage or 'candidate'}; only a version in shadow or canary can go live"
-        )
-    rows = [
-        record_transition(paths, v, LIVE, RETIRED, by, "human", f"replaced by v{version}", at=at)
-        for v, s in stages.items()
-        if s == LIVE
-    ]
-    rows.append(record_transition(paths, version, stage, LIVE, by, "human", reason, at=at))
-    return rows
+    refusal = "only a version in shadow or canary can go live"
+    with _deciding(paths) as d:
+        return d.move(version, (SHADOW, CANARY), LIVE, by, "human", reason, at=at, refusal=refusal)
+
+
+def make_live(paths: LakePaths, version: int, by: str, trigger_kind: str, reason: str) -> list[dict]:
+    """Any stage but live -> live (a person's rollback; the caller checks approval and gate first)."""
+    with _deciding(paths) as d:
+        allowed = [s for s in STAGES if s != LIVE]
+        return d.move(version, allowed, LIVE, by, trigger_kind, reason, refusal="it is already live")
 
 
 def start_canary(paths: LakePaths, version: int, by: str, reason: str, at: datetime | None = None) -> dict:
     """shadow -> canary (a person): the version serves a share of the requests beside live."""
     require_person(by, reason, "starting a canary")
-    stage = current_stages(paths).get(int(version))
-    if stage != SHADOW:
-        raise ValueError(
-            f"version {version} is in stage {stage or 'candidate'}; only a version in shadow can canary"
-        )
-    return record_transition(paths, version, SHADOW, CANARY, by, "human", reason, at=at)
+    refusal = "only a version in shadow can canary"
+    with _deciding(paths) as d:
+        return d.move(version, (SHADOW,), CANARY, by, "human", reason, at=at, refusal=refusal)[-1]
 
 
 def demote(
@@ -248,36 +342,25 @@ def demote(
     at: datetime | None = None,
 ) -> list[dict]:
     """One step back (see DEMOTED_TO). A demoted live version hands live back to the version it replaced."""
-    stages = current_stages(paths)
-    stage = stages.get(int(version))
-    if stage not in DEMOTED_TO:
-        raise ValueError(
-            f"version {version} is in stage {stage or 'candidate'}; only live, canary or shadow demote"
+    with _deciding(paths) as d:
+        stage = d.stages.get(int(version), CANDIDATE)
+        previous = _previous_live(d.events, version) if stage == LIVE else None
+        refusal = "only live, canary or shadow demote"
+        rows = d.move(
+            version, DEMOTED_TO, DEMOTED_TO.get(stage, ""), by, trigger_kind, reason, metrics, at, refusal
         )
-    rows = [
-        record_transition(paths, version, stage, DEMOTED_TO[stage], by, trigger_kind, reason, metrics, at=at)
-    ]
-    if stage == LIVE:
-        previous = previous_live(paths, version)
         if previous is not None:
-            rows.append(
-                record_transition(
-                    paths,
-                    previous,
-                    stages[previous],
-                    LIVE,
-                    by,
-                    trigger_kind,
-                    f"v{version} demoted: {reason}",
-                    at=at,
-                )
-            )
+            allowed = [s for s in STAGES if s != LIVE]
+            rows += d.move(previous, allowed, LIVE, by, trigger_kind, f"v{version} demoted: {reason}", at=at)
     return rows
 
 
 def previous_live(paths: LakePaths, version: int) -> int | None:
     """The version that was live right before `version` went live (retired since), if any."""
-    events = read_graduation_events(paths)
+    return _previous_live(read_graduation_events(paths), version)
+
+
+def _previous_live(events: pd.DataFrame, version: int) -> int | None:
     went_live = events[(events["version"] == int(version)) & (events["to_stage"] == LIVE)]
     if went_live.empty:
         return None

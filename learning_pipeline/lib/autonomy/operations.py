@@ -53,40 +53,16 @@ def decide_approvals(
             continue
         passed, failures, values = graduation.approval_check(row, thresholds)
         if thresholds.enabled and passed:
-            rec = graduation.record_approval(
-                paths,
-                version,
-                APPROVED,
-                "auto-approval",
-                "automatic",
-                "meets the auto-approval thresholds",
-                values,
-                at=now,
-            )
-            graduation.record_transition(
-                paths,
-                version,
-                CANDIDATE,
-                APPROVED,
-                "auto-approval",
-                "automatic",
-                "approved: waits for the graduation criteria",
-                values,
-                at=now,
-            )
+            decision, why = APPROVED, "meets the auto-approval thresholds"
         else:
-            why = "auto-approval is off" if not thresholds.enabled else "; ".join(failures)
+            reasons = "auto-approval is off" if not thresholds.enabled else "; ".join(failures)
+            decision, why = PENDING, f"waits for a person: {reasons}"
+        try:
             rec = graduation.record_approval(
-                paths,
-                version,
-                PENDING,
-                "auto-approval",
-                "automatic",
-                f"waits for a person: {why}",
-                values,
-                at=now,
+                paths, version, decision, "auto-approval", "automatic", why, values, at=now
             )
-        status[version] = rec["decision"]
+        except graduation.DecisionConflict:  # another run decided it meanwhile
+            continue
         decided.append(rec)
     sync_aliases(paths, tracking_uri)
     return decided
@@ -110,9 +86,6 @@ def approve_candidate(
         )
     now = _now(now)
     rec = graduation.record_approval(paths, version, APPROVED, by, "human", reason, at=now)
-    graduation.record_transition(
-        paths, version, CANDIDATE, APPROVED, by, "human", f"approved: {reason}", at=now
-    )
     sync_aliases(paths, tracking_uri)
     return rec
 
@@ -154,8 +127,7 @@ def go_live(
     row = versions[versions["version_number"] == int(version)]
     if row.empty:
         raise ValueError(f"{registry.REGISTERED_MODEL} has no version {version}")
-    stages = graduation.current_stages(paths)
-    stage = stages.get(int(version))
+    stage = graduation.current_stages(paths).get(int(version))
     approved = graduation.approval_status(paths).get(int(version)) == APPROVED or stage is not None
     if stage == LIVE:
         raise ValueError(f"version {version} is already live")
@@ -164,15 +136,9 @@ def go_live(
             f"version {version} was {'rejected by the gate' if row['gate'].iloc[0] != 'accepted' else 'never approved'}"
             "; pass --force with a reason to make it live anyway"
         )
-    for v, s in stages.items():
-        if s == LIVE:
-            graduation.record_transition(
-                paths, v, LIVE, graduation.RETIRED, by, "human", f"replaced by v{version}"
-            )
-    kind = "human (forced)" if force else "human"
-    rec = graduation.record_transition(paths, version, stage or CANDIDATE, LIVE, by, kind, reason)
+    rows = graduation.make_live(paths, version, by, "human (forced)" if force else "human", reason)
     sync_aliases(paths, tracking_uri)
-    return rec
+    return rows[-1]
 
 
 def approve_and_go_live(paths: LakePaths, tracking_uri: str, version: int, by: str, reason: str) -> dict:
@@ -252,6 +218,16 @@ def status_frame(paths: LakePaths, tracking_uri: str) -> pd.DataFrame:
     return out
 
 
+def _decided(result: dict, decide, *args, **kwargs) -> bool:
+    """Apply an automatic decision; False (noted in `result`) when another run decided first."""
+    try:
+        decide(*args, **kwargs)
+        return True
+    except graduation.DecisionConflict as error:
+        result["unmet"] = f"not moved: {error}"
+        return False
+
+
 def run_graduation(
     paths: LakePaths,
     tracking_uri: str,
@@ -290,18 +266,19 @@ def run_graduation(
             cycles = _cycles_since(paths, row["created_at"])
             ready, unmet = graduation.graduation_check(summary, cycles, criteria)
             result.update(cycles=cycles, unmet="; ".join(unmet))
-            if ready:
-                graduation.record_transition(
-                    paths,
-                    version,
-                    APPROVED,
-                    SHADOW,
-                    triggered_by,
-                    "automatic",
-                    "graduation criteria met",
-                    summary,
-                    at=now,
-                )
+            if ready and _decided(
+                result,
+                graduation.record_transition,
+                paths,
+                version,
+                APPROVED,
+                SHADOW,
+                triggered_by,
+                "automatic",
+                "graduation criteria met",
+                summary,
+                at=now,
+            ):
                 result["stage"] = SHADOW
                 if store is not None:
                     raise_and_notify(
@@ -329,8 +306,9 @@ def run_graduation(
                     tracking_uri, version, daily, summary, {"triggered_by": triggered_by}, artifact_location
                 )
             degraded, why = graduation.demotion_check(summary, criteria)
-            if degraded:
-                graduation.demote(paths, version, triggered_by, "automatic", why, summary, at=now)
+            if degraded and _decided(
+                result, graduation.demote, paths, version, triggered_by, "automatic", why, summary, at=now
+            ):
                 result["stage"] = DEMOTED_TO[stage]
                 result["unmet"] = why
                 if store is not None:

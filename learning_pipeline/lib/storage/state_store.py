@@ -1,5 +1,5 @@
-"""The small mutable state that the pipeline and the API share (alerts, ...), in a store that takes concurrent
-readers and writers.
+"""The small mutable state that the pipeline and the API share (alerts, loop settings, approvals, stage changes,
+learning cycles), in a store that takes concurrent readers and writers.
 
 - PostgreSQL when `$LEARNING_PIPELINE_STATE_URL` is set (e.g. `postgresql://user:pass@host:5432/db`; libpq
   parameters work, e.g. `?options=-csearch_path%3Dlearning` to keep the tables in schema `learning`). One
@@ -20,12 +20,13 @@ DataFrame either way.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,11 +38,14 @@ import pandas as pd
 import pyarrow as pa
 
 from learning_pipeline.lib.redact import redact_uri
-from learning_pipeline.lib.storage.lake import LakePaths
+from learning_pipeline.lib.storage.lake import LakePaths, write_parquet_atomic
+
+log = logging.getLogger(__name__)
 
 STATE_URL_ENV = "LEARNING_PIPELINE_STATE_URL"
 POOL_SIZE_ENV = "LEARNING_PIPELINE_STATE_POOL_SIZE"
 LOCK_TIMEOUT_SECONDS = 60.0
+SNAPSHOT = "data.parquet"  # a table's lake snapshot, see `publish`
 
 
 class StateStoreBusy(TimeoutError):
@@ -81,9 +85,12 @@ class TableSpec:
     name: str
     columns: tuple[Column, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
+    order_by: str = ""  # how `select` lists the rows by default, e.g. "created_at, id"
 
     @classmethod
-    def parse(cls, name: str, columns: str, indexes: tuple[tuple[str, ...], ...] = ()) -> TableSpec:
+    def parse(
+        cls, name: str, columns: str, indexes: tuple[tuple[str, ...], ...] = (), order_by: str = ""
+    ) -> TableSpec:
         """A spec from column definitions written as in SQL with the logical types, comma-separated, e.g.
         `"id text primary key, version int not null, acknowledged bool not null default false"`."""
         parsed = []
@@ -93,7 +100,7 @@ class TableSpec:
                 raise ValueError(f"table {name}: cannot read the column definition {definition.strip()!r}")
             column, kind, key, not_null, default = found.groups()
             parsed.append(Column(column, kind, not not_null, bool(key), default))
-        return cls(name, tuple(parsed), indexes)
+        return cls(name, tuple(parsed), indexes, order_by)
 
     @property
     def names(self) -> list[str]:
@@ -124,6 +131,23 @@ class TableSpec:
                 f"CREATE INDEX IF NOT EXISTS {self.name}_{'_'.join(columns)} ON {self.name} ({', '.join(columns)})"
             )
         return out
+
+    def insert(self, tx: Tx, rows: Iterable[dict]) -> None:
+        """Insert rows (dicts by column name, a missing column is NULL); a row whose key exists is skipped."""
+        sql = (
+            f"INSERT INTO {self.name} ({', '.join(self.names)}) VALUES ({', '.join('?' * len(self.names))}) "
+            "ON CONFLICT DO NOTHING"
+        )
+        for row in rows:
+            tx.execute(sql, [row.get(c) for c in self.names])
+
+    def select(self, tx: Tx, where: str = "", params: Sequence[Any] = (), order_by: str = "") -> pd.DataFrame:
+        """Rows as a typed DataFrame; `where` is SQL after the table name (e.g. " WHERE id = ?")."""
+        order_by = order_by or self.order_by
+        sql = f"SELECT {', '.join(self.names)} FROM {self.name}{where}" + (
+            f" ORDER BY {order_by}" if order_by else ""
+        )
+        return self.frame(tx.execute(sql, params).fetchall())
 
     def frame(self, rows: Sequence[Sequence[Any]], columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Rows (in `columns` order, default: all columns) as a DataFrame with one dtype per logical type."""
@@ -241,23 +265,28 @@ class StateStore:
             "holds it (a hung process?)"
         )
 
-    def ensure(self, spec: TableSpec) -> None:
-        """Create the table and its indexes once per store."""
-        if spec.name in self._ensured:
+    def ensure(self, spec: TableSpec, lake: LakePaths | None = None) -> None:
+        """Create the table and its indexes once per store. With `lake`, the rows of the table's former home,
+        append-only Parquet batches in `lake/<name>/`, are imported first (once: the batches then move to
+        `<data dir>/autonomy/imported/<name>/`, kept, and the lake snapshot is published, see `publish`)."""
+        key = (spec.name, str(lake.root) if lake is not None else None)
+        if key in self._ensured:
             return
         with self._ensure_lock:
-            if spec.name in self._ensured:
+            if key in self._ensured:
                 return
             with self.write(spec.name) as tx:
                 for statement in spec.ddl(self.dialect):
                     tx.execute(statement)
-            self._ensured.add(spec.name)
+                if lake is not None:
+                    _import_lake_batches(tx, spec, lake)
+            self._ensured.add(key)
 
     def close(self) -> None:
         pass
 
     def __init__(self):
-        self._ensured: set[str] = set()
+        self._ensured: set[tuple[str, str | None]] = set()
         self._ensure_lock = threading.Lock()
 
 
@@ -397,6 +426,53 @@ class PostgresStateStore(StateStore):
 
     def close(self) -> None:
         self._pool.closeall()
+
+
+def publish(tx: Tx, spec: TableSpec, lake: LakePaths) -> None:
+    """The table as the lake snapshot `lake/<name>/data.parquet`, a view of the warehouse like any lake table.
+    Meant for `Tx.after_commit`: written while the writer still holds the table, so snapshots never go back in
+    time. A failure to write it is logged; the next change writes it again."""
+    try:
+        write_parquet_atomic(lake.table(spec.name) / SNAPSHOT, spec.arrow(spec.select(tx)))
+    except OSError as error:
+        log.warning("could not publish the %s lake snapshot: %s", spec.name, error)
+
+
+def _import_lake_batches(tx: Tx, spec: TableSpec, lake: LakePaths) -> None:
+    """Rows of the Parquet batches in `lake/<name>/` (the table's home before the state store) into the table,
+    in the caller's write transaction; after the commit the batches move aside and the snapshot replaces them.
+    Rows are keyed by id, so an import interrupted before the move is repeated without doubles."""
+    import duckdb
+
+    directory = lake.table(spec.name)
+    batches = (
+        sorted(p for p in directory.glob("*.parquet") if p.name != SNAPSHOT) if directory.exists() else []
+    )
+    if not batches:
+        return
+    with duckdb.connect() as con:
+        found = con.execute(
+            "SELECT * FROM read_parquet(?, union_by_name = true)", [[str(p) for p in batches]]
+        )
+        names = [d[0] for d in found.description]
+        rows = [dict(zip(names, row, strict=True)) for row in found.fetchall()]
+    spec.insert(tx, rows)
+    aside = lake.root / "autonomy" / "imported" / spec.name
+
+    def move_aside(tx: Tx) -> None:
+        aside.mkdir(parents=True, exist_ok=True)
+        for batch in batches:
+            os.replace(batch, aside / batch.name)
+        publish(tx, spec, lake)
+        log.info(
+            "imported %d rows of %s from %d Parquet batches (moved to %s)",
+            len(rows),
+            spec.name,
+            len(batches),
+            aside,
+        )
+
+    tx.after_commit(move_aside)
 
 
 _STORES: dict[tuple[int, str], StateStore] = {}

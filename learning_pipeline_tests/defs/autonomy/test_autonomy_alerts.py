@@ -24,24 +24,14 @@ from learning_pipeline.lib.autonomy.alerts import (
     raise_and_notify,
 )
 from learning_pipeline.lib.storage.lake import LakePaths
-from learning_pipeline.lib.storage.state_store import STATE_URL_ENV, StateStoreBusy, close_state_stores
+from learning_pipeline.lib.storage.state_store import STATE_URL_ENV, StateStoreBusy
 from learning_pipeline.lib.storage.warehouse import lake_connection
-from learning_pipeline_tests._postgres_state import postgres_state_url
+from learning_pipeline_tests._postgres_state import (  # backend: autouse, every test on both stores
+    backend,  # noqa: F401
+    run_in_processes,
+)
 
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True, params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def backend(request, monkeypatch):
-    """The state store every AlertStore (and the CLI, and the sensors) of the test uses."""
-    if request.param == "sqlite":
-        monkeypatch.delenv(STATE_URL_ENV, raising=False)
-        yield request.param
-        close_state_stores()
-        return
-    with postgres_state_url() as url:
-        monkeypatch.setenv(STATE_URL_ENV, url)
-        yield request.param
 
 
 def degradation(agent="coder_agent"):
@@ -168,21 +158,13 @@ def _worker(root: str, state_url: str | None, worker: int, ack_id: str, queue) -
     queue.put(outcomes)
 
 
-def test_writers_in_several_processes_dedup_and_acknowledge_once(lake, backend):
+def test_writers_in_several_processes_dedup_and_acknowledge_once(lake):
     import os
 
     store = AlertStore(lake.paths)
     target = store.raise_alert(Alert("ERROR", "CRITICAL", "broken", "m", dedup_key="target"), now=NOW)
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    args = (lake.data_dir, os.environ.get(STATE_URL_ENV), target["id"], queue)
-    procs = [ctx.Process(target=_worker, args=(args[0], args[1], w, args[2], args[3])) for w in range(3)]
-    for p in procs:
-        p.start()
-    outcomes = [o for _ in procs for o in queue.get(timeout=180)]
-    for p in procs:
-        p.join(60)
-    assert all(p.exitcode == 0 for p in procs)
+    url = os.environ.get(STATE_URL_ENV)
+    outcomes = run_in_processes(_worker, [(lake.data_dir, url, w, target["id"]) for w in range(3)], 180)
     assert outcomes.count("acknowledged") == 1
     assert outcomes.count("AlertAlreadyAcknowledged") == len(outcomes) - 1
     alerts = store.list()
@@ -192,7 +174,7 @@ def test_writers_in_several_processes_dedup_and_acknowledge_once(lake, backend):
         assert con.execute("SELECT count(*) FROM agent_alerts").fetchone()[0] == len(alerts)
 
 
-def test_alerts_of_the_former_duckdb_store_are_imported_once(lake, backend):
+def test_alerts_of_the_former_duckdb_store_are_imported_once(lake):
     legacy = lake.paths.root / "autonomy" / "alerts.duckdb"
     legacy.parent.mkdir(parents=True)
     with duckdb.connect(str(legacy)) as con:  # the former layout, as the former AlertStore created it
@@ -237,7 +219,7 @@ def _hold_the_writer_lock(root: str, state_url: str | None, holding, release) ->
         release.wait(120)
 
 
-def test_readers_go_on_while_a_writer_hangs_and_writers_give_up_with_a_clear_error(lake, backend):
+def test_readers_go_on_while_a_writer_hangs_and_writers_give_up_with_a_clear_error(lake):
     import os
 
     store = AlertStore(lake.paths, lock_timeout_seconds=1.0)
