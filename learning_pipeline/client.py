@@ -104,6 +104,8 @@ class LoopClient:
             self._post("/outcomes", {"events": [event]})
         else:
             raise ValueError("no recorder and no url: nowhere to record the outcome")
+        if self.service is not None:
+            self.service.observe([event])  # a version that learns online sees it from its next epoch
 
     # ---- tracking --------------------------------------------------------------------------------
     @contextmanager

@@ -12,6 +12,11 @@ gate evaluated). The served agent is drawn from the serving version; the logged 
 mixture (1 - s) * pi_live + s * pi_canary that produced the draw, so live and canary both stay evaluable
 off-policy. Every scored version is logged (served row + one row per other version) through
 `DecisionLogger`, off the request path.
+
+A version trained with `online_epoch_seconds` > 0 keeps learning while it serves (`lib/bandit/online.py`):
+outcomes posted to the service (`observe`, from POST /outcomes or an in-process `LoopClient`) update its
+evidence at the next epoch boundary, exactly as the gate replayed it. Outcomes that reach only the landing
+zone or Kafka update the next version, not the one serving; the evidence lives in this process.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from learning_pipeline.lib.bandit import online
 from learning_pipeline.lib.bandit.exploration import sample_choice
 from learning_pipeline.lib.bandit.policy import RoutingPolicy
 from learning_pipeline.lib.events.decisions import DecisionLogger
 from learning_pipeline.lib.learning import registry
+from learning_pipeline.lib.learning.data import rewards
 from learning_pipeline.lib.storage.lake import LakePaths
 from learning_pipeline.lib.storage.warehouse import lake_connection
 
@@ -54,9 +61,16 @@ class ServingVersion:
     policy: RoutingPolicy
     source: str
     loaded_at: str
+    evidence: online.Evidence | None = None  # a version that learns online (see module doc)
+
+    @classmethod
+    def of(cls, stage: str, version: int | None, policy: RoutingPolicy, source: str) -> ServingVersion:
+        seconds = policy.online_epoch_seconds
+        evidence = online.Evidence(*policy.evidence_shape) if seconds > 0 else None
+        return cls(stage, version, policy, source, _now().isoformat(), evidence)
 
     def info(self) -> dict:
-        return {
+        out = {
             "stage": self.stage,
             "version": self.version,
             "source": self.source,
@@ -64,7 +78,11 @@ class ServingVersion:
             "exploration": self.policy.exploration,
             "agents": len(self.policy.agents),
             "loaded_at": self.loaded_at,
+            "online_epoch_seconds": self.policy.online_epoch_seconds,
         }
+        if self.evidence is not None:
+            out["online_outcomes_folded"] = self.evidence.folded
+        return out
 
 
 def _now() -> datetime:
@@ -141,7 +159,7 @@ class DecisionService:
             posteriors = con.execute("SELECT * FROM agent_posteriors").df()
         agents = tuple(sorted(posteriors["agent_name"].astype(str).unique()))
         policy = RoutingPolicy(posteriors, agents)
-        return ServingVersion(COLD_START, None, policy, "lake:agent_posteriors", _now().isoformat())
+        return ServingVersion.of(COLD_START, None, policy, "lake:agent_posteriors")
 
     def refresh(self) -> bool:
         """Read the aliases once and load what changed. Returns True when the roster changed."""
@@ -155,9 +173,7 @@ class DecisionService:
                     roster[stage] = current
                 else:
                     source = f"models:/{registry.REGISTERED_MODEL}/{version}"
-                    roster[stage] = ServingVersion(
-                        stage, version, self._policy(version), source, _now().isoformat()
-                    )
+                    roster[stage] = ServingVersion.of(stage, version, self._policy(version), source)
             if LIVE not in roster:
                 cold = self._cold_start()
                 if cold is not None:
@@ -201,15 +217,22 @@ class DecisionService:
         task_type: str,
         context: Mapping[str, str],
         candidates: tuple[str, ...] | None,
+        at: datetime,
     ) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Eligible agents, their selection probabilities and predicted success under one version."""
-        policy = served.policy
+        policy, evidence = served.policy, served.evidence
+        generation = None
+        if evidence is not None:
+            with self._lock:
+                evidence.fold(int(online.epochs([at], policy.online_epoch_seconds)[0]))
+                generation = evidence.generation
         key = (
             served.stage,
             served.version,
             task_type,
             tuple(context.get(k) for k in policy.context_keys),
             candidates,
+            generation,
         )
         with self._lock:
             hit = self._cache.get(key)
@@ -218,9 +241,13 @@ class DecisionService:
         row = {"task_type": task_type, **{k: context.get(k) for k in policy.context_keys}}
         row["candidate_agents"] = list(candidates) if candidates is not None else None
         frame = pd.DataFrame([row])
-        universe, probs, eligible = policy.decide(frame)
+        counts = None
+        if evidence is not None:
+            with self._lock:
+                counts = evidence.counts(policy.evidence_rows(frame))
+        universe, probs, eligible = policy.decide(frame, counts)
         scores = np.full(len(universe), policy.prior_mean)
-        scores[: len(policy.agents)] = policy.score_contexts(frame)[0]
+        scores[: len(policy.agents)] = policy.beliefs(frame, counts)[0][0]  # with its online evidence
         keep = eligible[0]
         result = ([a for a, k in zip(universe, keep, strict=True) if k], probs[0][keep], scores[keep])
         with self._lock:
@@ -240,6 +267,7 @@ class DecisionService:
         """One decision: the ranked agents with their selection propensities, logged with a decision_id.
         `at`: the decision time (default now; a simulation passes its clock)."""
         roster = self.roster  # one consistent snapshot
+        now = at or _now()
         context = {str(k): str(v) for k, v in (context or {}).items() if v is not None}
         candidates = tuple(dict.fromkeys(str(a) for a in candidate_agents)) if candidate_agents else None
         live = roster.get(LIVE) or roster.get(COLD_START)
@@ -247,7 +275,10 @@ class DecisionService:
         scored = {}
         for served in (live, canary, roster.get(SHADOW)):
             if served is not None:
-                scored[served.stage] = (served, *self._probabilities(served, task_type, context, candidates))
+                scored[served.stage] = (
+                    served,
+                    *self._probabilities(served, task_type, context, candidates, now),
+                )
         if live is None:
             if not candidates:
                 raise NoAgents("no model is live yet and the request names no candidate_agents")
@@ -284,7 +315,6 @@ class DecisionService:
         ]
         ranking = order[: max(1, min(int(top_k), len(order)))]
         decision_id = uuid.uuid4().hex
-        now = at or _now()
         rows = [
             self._row(
                 decision_id,
@@ -336,6 +366,40 @@ class DecisionService:
             "cold_start": cold,
             "timestamp": now.isoformat(),
         }
+
+    def observe(self, outcomes: Sequence[Mapping[str, Any]], at: datetime | None = None) -> int:
+        """Give outcome events to the versions that learn online; returns how many they could use.
+
+        An event needs agent_name and status (its reward follows the pipeline's rule); without a timestamp
+        it counts as happening `at` (default now). Others are left to the pipeline's validation.
+        """
+        learners = [v for v in self.roster.values() if v.evidence is not None]
+        frame = pd.DataFrame([dict(o) for o in outcomes])
+        if not learners or frame.empty or not {"agent_name", "status"} <= set(frame.columns):
+            return 0
+        frame = frame[frame["agent_name"].notna() & frame["status"].notna()].reset_index(drop=True)
+        for column in ("task_type", "timestamp", "context"):
+            if column not in frame.columns:
+                frame[column] = None
+        stamps = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce", format="ISO8601")
+        frame["timestamp"] = stamps.fillna(pd.Timestamp(at or _now()))
+        context = pd.DataFrame.from_records([c if isinstance(c, Mapping) else {} for c in frame["context"]])
+        frame["reward"] = rewards(frame)
+        for served in learners:
+            policy = served.policy
+            rows = frame[["task_type", "agent_name", "reward", "timestamp"]].copy()
+            for key in policy.context_keys:
+                rows[key] = context[key].astype(object) if key in context.columns else None
+            since = policy.params.get("cutoff")
+            if since is not None:
+                rows = rows[rows["timestamp"] >= pd.Timestamp(since, tz="UTC")]
+            position = {a: i for i, a in enumerate(policy.agents)}
+            agents = np.array([position.get(str(a), -1) for a in rows["agent_name"]], dtype=np.int64)
+            epochs = online.epochs(rows["timestamp"], policy.online_epoch_seconds)
+            reward = rows["reward"].to_numpy(float)
+            with self._lock:
+                served.evidence.add(policy.evidence_rows(rows), agents, reward, epochs)
+        return len(frame)
 
     @staticmethod
     def _row(

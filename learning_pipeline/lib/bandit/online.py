@@ -29,7 +29,7 @@ DEFAULT_EPOCH_SECONDS = 5.0
 def epochs(timestamps, epoch_seconds: float) -> np.ndarray:
     """(n,) epoch index of UTC timestamps (anything pandas reads as datetimes)."""
     stamps = pd.to_datetime(pd.Series(timestamps), utc=True)
-    nanos = stamps.astype("int64").to_numpy()
+    nanos = stamps.dt.as_unit("ns").astype("int64").to_numpy()
     return np.floor_divide(nanos, int(round(epoch_seconds * 1e9)))
 
 

@@ -420,7 +420,7 @@ def _replayed_probabilities(
     """(n, U) probabilities of an online-learning policy for each event, with the evidence it had then."""
     seconds = policy.online_epoch_seconds
     outcomes = events if evidence is None else evidence
-    since = policy.params.get("online_since")
+    since = policy.params.get("cutoff")
     if since is not None and len(outcomes):
         stamps = pd.to_datetime(outcomes["timestamp"], utc=True)
         outcomes = outcomes[(stamps >= pd.Timestamp(since, tz="UTC")).to_numpy()]
@@ -480,7 +480,7 @@ def evaluate_candidate(
 
     A policy that learns online (`online_epoch_seconds` > 0) is replayed as served: each event is decided
     with the evidence of the outcomes (`evidence`: task_type, context keys, agent_name, reward, timestamp;
-    default the events themselves) since the policy's `online_since` day from epochs before the event's
+    default the events themselves) since the policy's `cutoff` day from epochs before the event's
     decision (`decided_at`, else its `timestamp`); see `online`.
     """
     if events.empty:

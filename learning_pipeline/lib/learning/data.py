@@ -12,6 +12,7 @@ import re
 from datetime import date
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from learning_pipeline.lib.bandit import thompson
@@ -32,6 +33,25 @@ REWARD_SQL = {
     "graded": _graded_reward_sql(),  # the bandit's rule, exactly as the posteriors see it
     "success": "CASE status WHEN 'success' THEN 1.0 ELSE 0.0 END",  # the plain success rate
 }
+
+
+def rewards(outcomes: pd.DataFrame, reward_rule: str = "graded") -> np.ndarray:
+    """(n,) reward of outcome rows (status, quality_score) under `reward_rule`: the SQL rule, run by DuckDB."""
+    frame = pd.DataFrame(
+        {
+            "status": outcomes["status"].astype(object),
+            "quality_score": pd.to_numeric(outcomes.get("quality_score"), errors="coerce")
+            if "quality_score" in outcomes.columns
+            else np.nan,
+        }
+    )
+    con = duckdb.connect()
+    try:
+        con.register("outcomes", frame)
+        sql = f"SELECT {REWARD_SQL[reward_rule]} AS reward FROM outcomes"
+        return np.asarray(con.execute(sql).fetchnumpy()["reward"], dtype=float)
+    finally:
+        con.close()
 
 
 def _context_select(keys: tuple[str, ...]) -> str:
@@ -133,11 +153,11 @@ def held_out_events(con, start: date, end: date, keys: tuple[str, ...], reward_r
     """
     decisions = "agent_decisions" in table_names(con)
     joined = (
-        """LEFT JOIN (SELECT decision_id, agents, probabilities FROM agent_decisions WHERE served) AS d
-               ON e.decision_id = d.decision_id"""
+        """LEFT JOIN (SELECT decision_id, agents, probabilities, decided_at FROM agent_decisions WHERE served)
+               AS d ON e.decision_id = d.decision_id"""
         if decisions
         else "LEFT JOIN (SELECT NULL::VARCHAR AS decision_id, NULL::VARCHAR[] AS agents,"
-        " NULL::DOUBLE[] AS probabilities) AS d ON false"
+        " NULL::DOUBLE[] AS probabilities, NULL::TIMESTAMPTZ AS decided_at) AS d ON false"
     )
     sql = f"""
         SELECT coalesce(task_type, action_type, 'unspecified') AS task_type, {_context_select(keys)},
@@ -146,12 +166,23 @@ def held_out_events(con, start: date, end: date, keys: tuple[str, ...], reward_r
                     ELSE list_extract(d.probabilities, list_position(d.agents, e.agent_name)) END
                    AS selection_propensity,
                CASE WHEN e.decision_id IS NULL THEN e.candidate_agents ELSE d.agents END AS candidate_agents,
-               e.decision_id
+               e.decision_id, e."timestamp", d.decided_at
         FROM outcome_events AS e {joined}
         WHERE cast(e.event_date AS DATE) BETWEEN ? AND ?
     """
     table = con.execute(sql, [start, end]).to_arrow_table()
     return table.drop_columns(["candidate_agents"]).to_pandas(), table.column("candidate_agents")
+
+
+def outcome_stream(con, start: date, end: date, keys: tuple[str, ...], reward_rule: str) -> pd.DataFrame:
+    """Outcomes of [start, end] as the online evidence of a served version: task_type, context keys,
+    agent_name, reward, timestamp (see `lib/bandit/online.py`)."""
+    sql = f"""
+        SELECT coalesce(task_type, action_type, 'unspecified') AS task_type, {_context_select(keys)},
+               agent_name, {REWARD_SQL[reward_rule]} AS reward, "timestamp"
+        FROM outcome_events WHERE cast(event_date AS DATE) BETWEEN ? AND ?
+    """
+    return con.execute(sql, [start, end]).df()
 
 
 def decision_join_stats(con, start: date, end: date) -> dict[str, int]:

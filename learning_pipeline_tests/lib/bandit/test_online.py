@@ -25,7 +25,7 @@ def _posteriors() -> pd.DataFrame:
 
 
 def _policy(epoch_seconds: float) -> RoutingPolicy:
-    params = {online.PARAM: epoch_seconds, "online_since": "2026-11-01"}
+    params = {online.PARAM: epoch_seconds, "cutoff": "2026-11-01"}
     return RoutingPolicy(_posteriors(), AGENTS, context_keys=("complexity",), params=params)
 
 
