@@ -158,16 +158,7 @@ def cmd_autonomy_demo(args) -> int:
 
     if args.switch_day >= args.days:
         raise ValueError(f"--switch-day {args.switch_day} is not within the {args.days} simulated days")
-    run_autonomy_demo(
-        AutonomyDemoSettings(
-            data_dir=args.data_dir,
-            dagster_home=args.dagster_home,
-            days=args.days,
-            events_per_day=args.events_per_day,
-            switch_day=args.switch_day,
-            auto_approve=not args.manual_approval,
-        )
-    )
+    run_autonomy_demo(AutonomyDemoSettings.from_args(args))
     return 0
 
 
@@ -189,7 +180,10 @@ def add_autonomy_demo(subparsers) -> None:
         help="day index (0 = first) the best agents change",
     )
     p.add_argument(
-        "--manual-approval", action="store_true", help="auto-approval off: versions wait for a person"
+        "--manual-approval",
+        action="store_false",
+        dest="auto_approve",
+        help="auto-approval off: versions wait for a person",
     )
     p.set_defaults(func=cmd_autonomy_demo)
 

@@ -16,19 +16,17 @@ from datetime import UTC, datetime, time
 import dagster as dg
 import pyarrow.compute as pc
 
-from learning_pipeline.cli.demo import start_partitions_at, use_local_instance
-from learning_pipeline.lib.simulation.simulate import DEFAULT_TASK_TYPES, SimulationConfig, generate_table
+from learning_pipeline.cli.demo import DemoSettings, start_partitions_at, use_local_instance
+from learning_pipeline.lib.simulation.simulate import DEFAULT_TASK_TYPES, generate_table
 from learning_pipeline.lib.storage.lake import DATA_DIR_ENV, land_records
 
 
 @dataclass(frozen=True)
-class AutonomyDemoSettings:
-    data_dir: str
-    dagster_home: str
+class AutonomyDemoSettings(DemoSettings):
     days: int = 10
     events_per_day: int = 1500
-    switch_day: int = 7
     seed: int = 11
+    switch_day: int = 7
     auto_approve: bool = True
 
 
@@ -49,14 +47,7 @@ def _records(table) -> list[dict]:
 
 def run_autonomy_demo(settings: AutonomyDemoSettings, echo=print) -> dict:
     data_dir, home, paths = use_local_instance(settings.data_dir, settings.dagster_home)
-    cfg = SimulationConfig(
-        days=settings.days,
-        events_per_day=settings.events_per_day,
-        seed=settings.seed,
-        propensities=True,
-        switch_day=settings.switch_day,
-        switch_task_types=DEFAULT_TASK_TYPES,
-    )
+    cfg = settings.simulation(switch_day=settings.switch_day, switch_task_types=DEFAULT_TASK_TYPES)
     start_partitions_at(data_dir, cfg.day_date(0).isoformat())  # before the definitions are loaded
 
     from learning_pipeline.definitions import defs as code_location

@@ -152,16 +152,12 @@ class CodeLocationRuns:
                 raise TimeoutError(f"run {run_id} did not finish within {self.timeout_seconds:.0f} s")
             time.sleep(self.poll_seconds)
 
-    def execute(
-        self,
-        job_name: str,
-        run_config: Mapping[str, object] | None = None,
-        partition_key: str | None = None,
-        tags: Mapping[str, str] | None = None,
-    ) -> dg.DagsterRun:
-        """Launch a run and wait for it; raises RunFailedError naming the failed steps if it did not succeed."""
-        run = self.wait(self.launch(job_name, run_config, partition_key, tags))
+    def execute(self, job_name: str, **options) -> dg.DagsterRun:
+        """Launch a run (`options` as for `launch`) and wait for it; raises RunFailedError naming the failed
+        steps if it did not succeed."""
+        run = self.wait(self.launch(job_name, **options))
         if run.status != dg.DagsterRunStatus.SUCCESS:
+            partition_key = options.get("partition_key")
             what = f"{job_name}" + (f" for {partition_key}" if partition_key else "")
             raise RunFailedError(
                 f"{what} ended {run.status.value}: {self._failures(run.run_id)}. The run's logs: run "

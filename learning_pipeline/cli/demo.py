@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import dagster as dg
@@ -24,6 +24,17 @@ class DemoSettings:
     days: int = 7
     events_per_day: int = 5000
     seed: int = 7
+
+    def simulation(self, **options) -> SimulationConfig:
+        """The simulated event stream (with propensities) of these settings."""
+        return SimulationConfig(
+            days=self.days, events_per_day=self.events_per_day, seed=self.seed, propensities=True, **options
+        )
+
+    @classmethod
+    def from_args(cls, args) -> DemoSettings:
+        """The settings from parsed command-line options of the same names."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
 
 def _true_best_agents(data_dir: Path) -> dict[str, str]:
@@ -74,14 +85,7 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
     if list_landing_files(paths):
         echo(f"reusing the {len(list_landing_files(paths))} files already in {paths.landing}")
     else:
-        config = SimulationConfig(
-            days=settings.days,
-            events_per_day=settings.events_per_day,
-            seed=settings.seed,
-            propensities=True,
-            malformed_share=0.002,
-            duplicate_share=0.01,
-        )
+        config = settings.simulation(malformed_share=0.002, duplicate_share=0.01)
         summary = write_simulation(config, data_dir).summary()
         echo(f"simulated {summary['events']} events over {settings.days} days into {paths.landing}")
 

@@ -165,16 +165,7 @@ def add_consume(subparsers) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from learning_pipeline.cli.demo import DemoSettings, run_demo
 
-    summary = run_demo(
-        DemoSettings(
-            data_dir=args.data_dir,
-            dagster_home=args.dagster_home,
-            days=args.days,
-            events_per_day=args.events_per_day,
-            seed=args.seed,
-        ),
-        echo=(lambda *_: None) if args.json else print,
-    )
+    summary = run_demo(DemoSettings.from_args(args), echo=(lambda *_: None) if args.json else print)
     if args.json:
         print(json.dumps(summary, default=str))
     return 0

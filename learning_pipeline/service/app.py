@@ -232,7 +232,7 @@ def learning_router(service: Service) -> APIRouter:
 
 def status_router(service: Service) -> APIRouter:
     router = APIRouter(tags=["learning"])
-    paths, decisions = service.paths, service.decisions
+    decisions = service.decisions
 
     @router.get("/status")
     def status() -> dict[str, Any]:
@@ -241,7 +241,7 @@ def status_router(service: Service) -> APIRouter:
         return {
             "status": "running",
             "running": True,
-            "data_dir": str(paths.root),
+            "data_dir": str(service.paths.root),
             "tracking_uri": redact_uri(service.tracking_uri),
             "state_store": service.alerts.location,
             "models_loaded": [redact_values(v.info()) for v in decisions.roster.values()],
@@ -249,8 +249,8 @@ def status_router(service: Service) -> APIRouter:
             "champion_poll_seconds": decisions.poll_seconds,
             "last_poll_at": decisions.last_poll_at,
             "model_error": redact_text(decisions.last_error),
-            "last_cycle": api.last_cycle(paths),
-            "loop": api.loop_cycle(paths),
+            "last_cycle": api.last_cycle(service.paths),
+            "loop": api.loop_cycle(service.paths),
             "sensors": found.sensors,
             "schedules": found.schedules,
             "instigators_error": redact_text(found.error),
