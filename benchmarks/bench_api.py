@@ -16,11 +16,9 @@ Request bodies cycle through known task types with contexts and a few unknown on
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import _common
 import numpy as np
 
 PATH = "/api/learning/predict/agent-selection"
@@ -139,29 +138,8 @@ async def closed_loop(port: int, seconds: float, connections: int) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("server exited")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/learning/status", timeout=5) as resp:
-                return json.loads(resp.read())
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError("server not ready")
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument(
         "--data-dir", default=None, help="existing data dir (default: build one with the demo)"
     )
@@ -176,46 +154,28 @@ def main() -> None:
         data_dir = str(Path(tmp.name) / "data")
         print("building a demo data dir ...", file=sys.stderr, flush=True)
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "learning_pipeline.cli",
-                "demo",
-                "--data-dir",
-                data_dir,
-                "--dagster-home",
-                str(Path(tmp.name) / "home"),
-                "--days",
-                "3",
-                "--events-per-day",
-                "1500",
-            ],
-            check=True,
-            capture_output=True,
+            _common.demo_command(data_dir, Path(tmp.name) / "home"), check=True, capture_output=True
         )
-    port = free_port()
+    port = _common.free_port()
     env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "learning_pipeline.cli", "serve", "--data-dir", data_dir, "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "learning_pipeline.cli", "serve"]
+    command += ["--data-dir", data_dir, "--port", str(port)]
+    status_url = f"http://127.0.0.1:{port}/api/learning/status"
     try:
-        status = wait_ready(port, proc)
-        model = status["models_loaded"][0]
-        print(
-            f"serving {model['source']} ({model['agents']} agents, {model['task_types']} task types); "
-            f"cpus={os.cpu_count()}",
-            flush=True,
-        )
-        result = asyncio.run(open_loop(port, args.rate, args.seconds, args.connections))
-        print("open loop  ", json.dumps(result), flush=True)
-        result = asyncio.run(closed_loop(port, args.seconds / 2, args.connections))
-        print("closed loop", json.dumps(result), flush=True)
+        with _common.http_server(command, Path(tmp.name) / "serve.log", status_url, env=env):
+            with urllib.request.urlopen(status_url, timeout=5) as resp:
+                status = json.loads(resp.read())
+            model = status["models_loaded"][0]
+            print(
+                f"serving {model['source']} ({model['agents']} agents, {model['model_kind']} model); "
+                f"cpus={os.cpu_count()}",
+                flush=True,
+            )
+            result = asyncio.run(open_loop(port, args.rate, args.seconds, args.connections))
+            print("open loop  ", json.dumps(result), flush=True)
+            result = asyncio.run(closed_loop(port, args.seconds / 2, args.connections))
+            print("closed loop", json.dumps(result), flush=True)
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
         tmp.cleanup()
 
 

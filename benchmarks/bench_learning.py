@@ -10,13 +10,13 @@ their per-million figures are extrapolated linearly to the full count (both are 
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 from collections import defaultdict, deque
 from datetime import date, timedelta
 from pathlib import Path
 
+import _common
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
@@ -51,12 +51,6 @@ def ensure_data(paths: LakePaths, n_events: int) -> None:
     )
     write_lake(config, paths.root)  # one day in memory at a time
     marker.write_text("ok")
-
-
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------- this pipeline
@@ -121,29 +115,21 @@ def pandas_full(paths: LakePaths):
     df["domain"] = df["context"].str.extract(r'"domain":\s*"([^"]*)"', expand=False)
     q = df["quality_score"].fillna(0.5)
     st = df["status"]
-    df["succ"] = (st == "success").astype(np.int64)
-    df["fail"] = (st == "failure").astype(np.int64)
-    df["part"] = (st == "partial").astype(np.int64)
-    df["tout"] = (st == "timeout").astype(np.int64)
+    flags = {"succ": "success", "fail": "failure", "part": "partial", "tout": "timeout"}
+    for flag, status in flags.items():
+        df[flag] = (st == status).astype(np.int64)
     df["preward"] = np.where(st == "partial", q, 0.0)
     df["reward"] = df["succ"] + df["preward"]
     as_of = df["timestamp"].max()
     df["day"] = df["timestamp"].dt.floor("D")
     frames = []
-    agg = dict(
-        n=("succ", "size"),
-        succ=("succ", "sum"),
-        fail=("fail", "sum"),
-        part=("part", "sum"),
-        tout=("tout", "sum"),
-        preward=("preward", "sum"),
-        reward=("reward", "sum"),
-        lat=("latency_ms", "mean"),
-        llm=("llm_latency_ms", "mean"),
-        tokens=("tokens_used", "sum"),
-        cost=("cost_usd", "sum"),
-        quality=("quality_score", "mean"),
-    )
+    agg = {"n": ("succ", "size")} | {name: (name, "sum") for name in [*flags, "preward", "reward"]}
+    agg |= {
+        "lat": ("latency_ms", "mean"),
+        "llm": ("llm_latency_ms", "mean"),
+        "tokens": ("tokens_used", "sum"),
+    }
+    agg |= {"cost": ("cost_usd", "sum"), "quality": ("quality_score", "mean")}
     levels = [("*", None), ("complexity", "complexity"), ("domain", "domain")]
     windows = {
         "1h": pd.Timedelta(hours=1),
@@ -279,7 +265,7 @@ def mabwiser_run(paths: LakePaths, n: int) -> float:
 
 # ----------------------------------------------------------------------------- recommendations
 def recommendation_throughput(post: pd.DataFrame, n_requests: int = 500_000) -> dict:
-    rec, build = timed(Recommender, post)
+    rec, build = _common.timed(Recommender, post)
     rng = np.random.default_rng(1)
     tasks = np.array(
         sorted(post.loc[post.task_type != "*", "task_type"].unique()) + ["unknown_task"], dtype=object
@@ -292,10 +278,10 @@ def recommendation_throughput(post: pd.DataFrame, n_requests: int = 500_000) -> 
             ],
         }
     )
-    _, t_batch = timed(rec.recommend_batch, requests, 3, "thompson", rng)
+    _, t_batch = _common.timed(rec.recommend_batch, requests, 3, "thompson", rng)
     rows = rec.resolve_batch(requests)
-    _, t_core = timed(rec.recommend_rows, rows, 3, "thompson", rng)
-    _, t_mean = timed(rec.recommend_batch, requests, 3, "mean")
+    _, t_core = _common.timed(rec.recommend_rows, rows, 3, "thompson", rng)
+    _, t_mean = _common.timed(rec.recommend_batch, requests, 3, "mean")
     # Single-call latency: median and p99 over many calls.
     lat = []
     for i in range(3000):
@@ -316,7 +302,7 @@ def recommendation_throughput(post: pd.DataFrame, n_requests: int = 500_000) -> 
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--baseline-events", type=int, default=1_000_000)
     parser.add_argument("--data-dir", default="/tmp/lp_bench_learning")
@@ -326,7 +312,7 @@ def main(argv=None) -> None:
     np.random.seed(0)
 
     paths = LakePaths.at(Path(args.data_dir) / str(args.events)).ensure()
-    _, t_gen = timed(ensure_data, paths, args.events)
+    _, t_gen = _common.timed(ensure_data, paths, args.events)
     print(
         f"data: {args.events:,} events in {paths.table('outcome_events')} (generated/checked in {t_gen:.1f}s)"
     )
@@ -350,7 +336,7 @@ def main(argv=None) -> None:
         )
         results["pandas"] = t_pd["total"]
     n_base = min(args.baseline_events, args.events)
-    events, t_conv = timed(seed_events, paths, n_base)
+    events, t_conv = _common.timed(seed_events, paths, n_base)
     t_seed = seed_model_run(events)
     del events
     seed_full = t_seed * args.events / n_base

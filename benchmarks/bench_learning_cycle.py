@@ -19,6 +19,7 @@ import shutil
 import time
 from datetime import date, timedelta
 
+import _common
 import pyarrow.parquet as pq
 
 from learning_pipeline.lib.learning.cycle import CycleConfig, run_cycle
@@ -46,13 +47,9 @@ def write_lake(paths: LakePaths, events: int, days: int, end: date, seed: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = _common.simulation_parser(
+        __doc__, events=10_000_000, days=15, data_dir="/tmp/learning-pipeline-bench-cycle"
     )
-    parser.add_argument("--events", type=int, default=10_000_000)
-    parser.add_argument("--days", type=int, default=15)
-    parser.add_argument("--data-dir", default="/tmp/learning-pipeline-bench-cycle")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--end-date", default="2025-06-15")
     parser.add_argument("--contextual-model", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--n-bootstrap", type=int, default=500)

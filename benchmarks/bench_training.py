@@ -9,10 +9,9 @@ build_sft_pairs for that day, and build_routing_pairs over the whole lake.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
-import time
 
+import _common
 import duckdb
 import pyarrow.compute as pc
 
@@ -24,7 +23,7 @@ from learning_pipeline.lib.training.training_data import build_routing_pairs, bu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = _common.parser(__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
     table = generate_table(
@@ -40,21 +39,17 @@ def main() -> None:
         texts = table.select(["input", "output"])
         with duckdb.connect() as con:
             con.register("texts", texts)
-            start = time.perf_counter()
-            con.execute(f"CREATE TABLE r AS {redaction_query('texts', ['input', 'output'])}")
-            seconds = time.perf_counter() - start
+            _, seconds = _common.timed(
+                con.execute, f"CREATE TABLE r AS {redaction_query('texts', ['input', 'output'])}"
+            )
         n = table.num_rows
         print(f"redaction: {n:,} rows x 2 columns in {seconds:.2f} s = {n / seconds:,.0f} rows/s")
-        start = time.perf_counter()
-        sft = build_sft_pairs(paths, day)
-        seconds = time.perf_counter() - start
+        sft, seconds = _common.timed(build_sft_pairs, paths, day)
         print(
             f"sft_pairs: {n:,} events -> {sft.exported:,} pairs in {seconds:.2f} s = {n / seconds:,.0f} events/s"
             f" ({sft.counts}, redactions {sft.redactions})"
         )
-        start = time.perf_counter()
-        routing = build_routing_pairs(paths)
-        seconds = time.perf_counter() - start
+        routing, seconds = _common.timed(build_routing_pairs, paths)
         print(
             f"routing_pairs: {n:,} events -> {routing.table.num_rows} rows in {seconds:.2f} s "
             f"= {n / seconds:,.0f} events/s"

@@ -31,7 +31,6 @@ processes of the daemon it started.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import json
@@ -50,7 +49,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import _common
+
+REPO = _common.REPO
 POOLS = ("duckdb_warehouse", "mlflow_registry")
 POISON_KINDS = ("random_parquet", "repeated_key", "truncated_gzip", "text_named_gz", "truncated_parquet")
 AGENTS = [f"agent_{i}" for i in range(6)]
@@ -320,9 +321,7 @@ def _in_progress(instance) -> list:
 
 # -- main ---------------------------------------------------------------------------------------------------
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument(
         "--interval", type=float, default=4.0, help="seconds between landing drops (jittered)"
@@ -518,11 +517,7 @@ def main() -> int:
         f"grace: {junk['beyond_grace']} ({junk['beyond_grace_bytes'] / 1e6:.2f} MB) {junk['examples']}"
     )
     ok = balance == landed.records and leaked == 0 and drained and junk["beyond_grace"] == 0
-    if not args.keep and ok:
-        shutil.rmtree(root, ignore_errors=True)
-    else:
-        print(f"kept {root}")
-    return 0 if ok else 1
+    return _common.finish(root, ok, args.keep)
 
 
 if __name__ == "__main__":
