@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +33,7 @@ __all__ = [
     "finish",
     "free_port",
     "http_server",
+    "latency_summary",
     "parser",
     "simulation_parser",
     "start_kafka_broker",
@@ -59,6 +62,16 @@ def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
+
+
+def latency_summary(seconds: list[float], digits: int = 1) -> str:
+    """p50, p95, min and max of latencies in seconds (at least one), with today's date."""
+    p95 = statistics.quantiles(seconds, n=20, method="inclusive")[18] if len(seconds) > 1 else seconds[0]
+    values = {"p50": statistics.median(seconds), "p95": p95, "min": min(seconds), "max": max(seconds)}
+    return (
+        " ".join(f"{name}={value:.{digits}f}s" for name, value in values.items())
+        + f"  ({datetime.now(UTC):%Y-%m-%d})"
+    )
 
 
 def finish(root: Path, ok: bool, keep: bool) -> int:

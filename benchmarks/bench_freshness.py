@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import _common
@@ -74,6 +72,26 @@ def wait_for_posteriors(instance, after: float, timeout: float) -> float | None:
             return ts
         time.sleep(0.25)
     return None
+
+
+def wait_until_idle(instance, timeout: float) -> bool:
+    """Wait until no run is queued or under way."""
+    import dagster as dg
+
+    busy = dg.RunsFilter(
+        statuses=[
+            dg.DagsterRunStatus.QUEUED,
+            dg.DagsterRunStatus.NOT_STARTED,
+            dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED,
+        ]
+    )
+    deadline = time.time() + timeout
+    while instance.get_runs_count(filters=busy):
+        if time.time() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def main() -> int:
@@ -129,6 +147,11 @@ def main() -> int:
             if wait_for_posteriors(instance, t0, args.timeout * 2) is None:
                 print(f"warm-up: no posteriors within {args.timeout * 2:.0f} s; see {root / 'daemon.log'}")
                 return 1
+            # the landing sensor requests no run for a day whose landing run is still queued (that run reads
+            # the new files): drops start on an idle queue, so each is picked up by a run requested after it
+            if not wait_until_idle(instance, args.timeout * 2):
+                print(f"warm-up: runs still queued after {args.timeout * 2:.0f} s; see {root / 'daemon.log'}")
+                return 1
             print(f"warm-up done in {time.time() - t0:.1f} s")
             for i in range(args.drops):
                 time.sleep(2.0)
@@ -153,15 +176,9 @@ def main() -> int:
             os.killpg(daemon.pid, signal.SIGKILL)
         log.close()
     if latencies:
-        q = (
-            statistics.quantiles(latencies, n=20, method="inclusive")
-            if len(latencies) > 1
-            else latencies * 19
-        )
         print(
             f"mode={args.mode} drops={len(latencies)}/{args.drops} events/drop={args.events} "
-            f"p50={statistics.median(latencies):.1f}s p95={q[18]:.1f}s min={min(latencies):.1f}s "
-            f"max={max(latencies):.1f}s  ({datetime.now(UTC):%Y-%m-%d})"
+            + _common.latency_summary(latencies)
         )
     return _common.finish(root, bool(latencies), args.keep)
 
