@@ -39,6 +39,7 @@ __all__ = [
     "start_kafka_broker",
     "stop_process",
     "timed",
+    "unfinished_runs",
 ]
 
 
@@ -72,6 +73,15 @@ def latency_summary(seconds: list[float], digits: int = 1) -> str:
         " ".join(f"{name}={value:.{digits}f}s" for name, value in values.items())
         + f"  ({datetime.now(UTC):%Y-%m-%d})"
     )
+
+
+def unfinished_runs(instance) -> list:
+    """The Dagster instance's runs that are queued or under way (including being canceled)."""
+    import dagster as dg
+
+    status = dg.DagsterRunStatus
+    unfinished = [status.QUEUED, status.NOT_STARTED, status.STARTING, status.STARTED, status.CANCELING]
+    return instance.get_runs(filters=dg.RunsFilter(statuses=unfinished))
 
 
 def finish(root: Path, ok: bool, keep: bool) -> int:

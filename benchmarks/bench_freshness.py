@@ -76,18 +76,8 @@ def wait_for_posteriors(instance, after: float, timeout: float) -> float | None:
 
 def wait_until_idle(instance, timeout: float) -> bool:
     """Wait until no run is queued or under way."""
-    import dagster as dg
-
-    busy = dg.RunsFilter(
-        statuses=[
-            dg.DagsterRunStatus.QUEUED,
-            dg.DagsterRunStatus.NOT_STARTED,
-            dg.DagsterRunStatus.STARTING,
-            dg.DagsterRunStatus.STARTED,
-        ]
-    )
     deadline = time.time() + timeout
-    while instance.get_runs_count(filters=busy):
+    while _common.unfinished_runs(instance):
         if time.time() > deadline:
             return False
         time.sleep(0.5)

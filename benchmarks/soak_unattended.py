@@ -303,22 +303,6 @@ def failure_cause(instance, run_id: str) -> str:
     return "no failure event"
 
 
-def _in_progress(instance) -> list:
-    import dagster as dg
-
-    return instance.get_runs(
-        filters=dg.RunsFilter(
-            statuses=[
-                dg.DagsterRunStatus.QUEUED,
-                dg.DagsterRunStatus.NOT_STARTED,
-                dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED,
-                dg.DagsterRunStatus.CANCELING,
-            ]
-        )
-    )
-
-
 # -- main ---------------------------------------------------------------------------------------------------
 def main() -> int:
     parser = _common.parser(__doc__)
@@ -429,7 +413,7 @@ def main() -> int:
                     if run.job_name == "landing_job"
                     and (instance.get_run_record_by_id(run.run_id).create_timestamp.timestamp() > last_drop)
                 }
-                if set(_days()) <= succeeded_days and not _in_progress(instance):
+                if set(_days()) <= succeeded_days and not _common.unfinished_runs(instance):
                     drained = True
                     break
                 time.sleep(2)
