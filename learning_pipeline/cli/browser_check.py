@@ -92,6 +92,16 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def shrink(path: Path) -> Path:
+    """The PNG in 256 colours (a UI screenshot keeps its look at a third of the size)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=256)
+    small.save(path, optimize=True)
+    return path
+
+
 def take_screenshots(dagster_url: str, mlflow_url: str, out: Path) -> CheckResult:
     from playwright.sync_api import sync_playwright
 
@@ -114,7 +124,7 @@ def take_screenshots(dagster_url: str, mlflow_url: str, out: Path) -> CheckResul
             page.wait_for_timeout(1500)  # let charts and images settle
             path = out / f"{name}.png"
             page.screenshot(path=str(path))
-            result.screenshots[name] = path
+            result.screenshots[name] = shrink(path)
 
         events = "?view=events"
         shot("learning_summary", f"{dagster_url}/assets/learning_summary{events}", "Show Markdown", True)
@@ -125,7 +135,7 @@ def take_screenshots(dagster_url: str, mlflow_url: str, out: Path) -> CheckResul
     return result
 
 
-def run_check(data_dir: str, dagster_home: str, out: str, timeout: float = 180.0) -> CheckResult:
+def run_check(data_dir: str, dagster_home: str, out: str, timeout: float = 300.0) -> CheckResult:
     data, home, shots = Path(data_dir).resolve(), Path(dagster_home).resolve(), Path(out).resolve()
     env = {**os.environ, "DAGSTER_HOME": str(home), DATA_DIR_ENV: str(data)}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -165,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--dagster-home", default=".dagster_home")
     parser.add_argument("--out", default="docs/screenshots", help="where the PNG files go")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a server may take to answer")
     args = parser.parse_args(argv)
-    result = run_check(args.data_dir, args.dagster_home, args.out)
+    result = run_check(args.data_dir, args.dagster_home, args.out, args.timeout)
     for name, path in result.screenshots.items():
         print(f"{name}: {path}")
     for error in result.page_errors:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -102,9 +104,11 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
         "loggers": {"console": {"config": {"log_level": "WARNING"}}},
         "execution": {"config": {"in_process": {}}},
     }
-    _quiet_run_workers()
-    echo(f"running the pipeline's jobs through the code location (runs listed in the UI) in {home}:")
-    with dg.DagsterInstance.get() as instance, CodeLocationRuns(instance) as runs:
+    log = home / "demo_runs.log"
+    echo(
+        f"running the pipeline's jobs through the code location (runs listed in the UI; their output: {log}):"
+    )
+    with _children_stderr_to(log), dg.DagsterInstance.get() as instance, CodeLocationRuns(instance) as runs:
 
         def run(label: str, job: str, partition_key: str | None = None) -> None:
             started = time.monotonic()
@@ -152,18 +156,21 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
     return summary
 
 
-# Inherited by the code server and its run workers: the demo's output is its progress and summary, not the
-# libraries' notices (warnings and errors still show; the runs' own logs are in the Dagster UI).
-QUIET_ENV = {
-    "MLFLOW_LOGGING_LEVEL": "WARNING",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    "PYTHONWARNINGS": "ignore",
-}
-
-
-def _quiet_run_workers() -> None:
-    for name, value in QUIET_ENV.items():
-        os.environ.setdefault(name, value)
+@contextmanager
+def _children_stderr_to(log: Path) -> Iterator[None]:
+    """The code server and run workers started in the block write their stderr (library notices, warnings,
+    Dagster's console log) to `log`, not the terminal: the demo prints its progress and summary, and a
+    failed run is reported from its event log."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with log.open("ab") as out:
+        os.dup2(out.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _next_steps(data_dir: Path, home: Path, echo) -> None:
