@@ -6,13 +6,14 @@ A `RoutingPolicy` is the one object that is registered, evaluated, shadowed and 
 uncertainty, plus an exploration floor. The gate evaluates exactly those probabilities; the API samples
 from them and logs them as the decision's propensities.
 
-Scores come from the Beta posterior table (`agent_posteriors` contract: one broad row per
-(task_type, agent) with context_key = context_value = '*', plus one row per context bucket such as
-('complexity', 'high')), optionally replaced by a scikit-learn contextual success model when that model
-beats the posteriors on a time-based validation split by log loss. Uncertainty always comes from the
-posteriors (the evidence behind the score).
+Scores come from the Beta posterior table (`agent_posteriors` contract: one broad row per (task_type, agent)
+with context_key = context_value = '*', plus one row per context bucket such as ('complexity', 'high') or the
+joint ('complexity&domain', '["high","legal"]')), optionally replaced by a scikit-learn contextual success
+model when that model beats the posteriors on a time-based validation split by log loss. Uncertainty always
+comes from the posteriors (the evidence behind the score).
 
-Posterior scoring: `thompson.Recommender` (most specific context bucket -> task level -> pooled -> prior).
+Posterior scoring: `thompson.Recommender` (joint context bucket -> single keys -> task level -> pooled
+-> prior, each bucket answering only with `min_context_evidence` events, param of the version).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from learning_pipeline.lib.bandit import exploration, online, ope, thompson
+from learning_pipeline.lib.bandit import contexts, exploration, online, ope, thompson
 from learning_pipeline.lib.bandit import gate as gate_rules
 from learning_pipeline.lib.bandit.encoding import candidate_mask, encode, factorize_rows
 from learning_pipeline.lib.bandit.gate import GateDecision, eval_gate  # noqa: F401 (re-exported)
@@ -79,7 +80,12 @@ class RoutingPolicy:
         beta0 = float(self.params.get("beta0", 1.0))
         self.prior_mean = alpha0 / (alpha0 + beta0)
         self._recommender = thompson.Recommender(
-            post, alpha0=alpha0, beta0=beta0, agents=self.agents, context_keys=self.context_keys
+            post,
+            alpha0=alpha0,
+            beta0=beta0,
+            agents=self.agents,
+            context_keys=self.context_keys,
+            min_evidence=float(self.params.get("min_context_evidence", contexts.DEFAULT_MIN_EVIDENCE)),
         )
         broad = post[
             (post["context_key"] == BROAD) & (post["context_value"] == BROAD) & (post["task_type"] != BROAD)

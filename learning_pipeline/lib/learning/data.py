@@ -121,25 +121,40 @@ COUNT_COLUMNS = ["n_events", "successes", "failures", "partials", "timeouts", "p
 
 
 def daily_from_cells(cells: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
-    """The daily aggregates of `agent_daily_stats` (thompson.DAILY_COLUMNS) rolled up from joint cells:
-    a broad row per (day, task_type, agent) and a row per context bucket with a value, each also pooled over
-    task types (task_type '*')."""
-    levels = []
-    for key in ("*", *keys):
-        frame = cells if key == "*" else cells[cells[key].notna()]
-        value = pd.Series("*", index=frame.index) if key == "*" else frame[key].astype(str)
-        base = frame.assign(context_key=key, context_value=value)
-        for pooled in (False, True):
-            part = base.assign(task_type="*") if pooled else base
-            grouped = part.groupby(
-                ["event_date", "task_type", "context_key", "context_value", "agent_name"],
-                as_index=False,
-                sort=False,
+    """The daily aggregates of `agent_daily_stats` (thompson.DAILY_COLUMNS) rolled up from joint cells.
+
+    The buckets come from the SQL macro `context_buckets` (its one home, also behind `agent_daily_stats`):
+    a broad row per (day, task_type, agent), a row per context key with a value and a joint row when two or
+    more keys have one; each also pooled over task types (task_type '*'). Cells are grouped by their
+    distinct contexts first, so the macro runs once per context, not per cell.
+    """
+    con = duckdb.connect()
+    try:
+        SqlProject.load().run(con, select=[])  # creates the macros
+        con.register("cells", cells)
+        pairs = ", ".join(f"{sql_literal(k)}, {quote_identifier(k)}" for k in keys)
+        context = f"json_object({pairs})::VARCHAR" if keys else "'{}'"
+        counts = ", ".join(COUNT_COLUMNS)
+        sums = ", ".join(
+            f"sum({c}) AS {c}" if c == "partial_reward" else f"sum({c})::BIGINT AS {c}" for c in COUNT_COLUMNS
+        )
+        sql = f"""
+            WITH c AS (SELECT event_date, task_type, agent_name, {counts}, last_event_at, {context} AS context
+                       FROM cells),
+                 b AS (SELECT context, unnest(context_buckets(context, ?::VARCHAR[]), recursive := true)
+                       FROM (SELECT DISTINCT context FROM c))
+            SELECT c.event_date,
+                   CASE WHEN grouping(c.task_type) = 1 THEN '*' ELSE c.task_type END AS task_type,
+                   b.context_key, b.context_value, c.agent_name, {sums}, max(c.last_event_at) AS last_event_at
+            FROM c JOIN b ON c.context = b.context
+            GROUP BY GROUPING SETS (
+                (c.event_date, c.task_type, b.context_key, b.context_value, c.agent_name),
+                (c.event_date, b.context_key, b.context_value, c.agent_name)
             )
-            out = grouped[COUNT_COLUMNS].sum()
-            out["last_event_at"] = grouped["last_event_at"].max()["last_event_at"].to_numpy()
-            levels.append(out)
-    return pd.concat(levels, ignore_index=True)[thompson.DAILY_COLUMNS]
+        """
+        return con.execute(sql, [list(keys)]).df()[thompson.DAILY_COLUMNS]
+    finally:
+        con.close()
 
 
 def held_out_events(con, start: date, end: date, keys: tuple[str, ...], reward_rule: str):

@@ -216,7 +216,14 @@ def test_key_order_of_the_context_never_changes_the_resolution(daily):
         for i, (t, c, d) in enumerate(requests.itertuples(index=False)):
             one = rec.resolve(t, {"complexity": c, "domain": d})
             assert one == rec.resolve(t, {"domain": d, "complexity": c}) == rows[i]
-    # the configured order decides which bucket answers when both exist
+    # the joint bucket answers first, whatever the configured order
+    for keys in (("domain", "complexity"), ("complexity", "domain")):
+        rec = Recommender(post, context_keys=keys)
+        assert rec.resolve("task_000", {"complexity": "low", "domain": "legal"}) == rec.group_row(
+            "task_000", "complexity&domain", '["low","legal"]'
+        )
+    # without joint rows, the configured order decides which single-key bucket answers when both exist
+    post = post[~post["context_key"].str.contains("&", regex=False)]
     by_domain = Recommender(post, context_keys=("domain", "complexity"))
     assert by_domain.resolve("task_000", {"complexity": "low", "domain": "legal"}) == by_domain.group_row(
         "task_000", "domain", "legal"
@@ -231,23 +238,32 @@ def test_key_order_of_the_context_never_changes_the_resolution(daily):
 
 
 def test_thin_context_buckets_back_off_by_evidence(daily):
+    """joint bucket -> single keys in the configured order -> task level, each passed over when thinner
+    than min_evidence; single and batch resolution agree at every threshold."""
     post = compute_posteriors(daily)
     evidence = post.groupby(["task_type", "context_key", "context_value"])["n_events"].sum()
-    task, bucket_n = "task_000", evidence.loc[("task_000", "complexity", "low")]
-    domain_n = evidence.loc[("task_000", "domain", "legal")]
-    ctx = {"domain": "legal", "complexity": "low"}
-    # enough evidence: the first configured key answers
-    rec = Recommender(post, context_keys=("complexity", "domain"), min_evidence=min(bucket_n, domain_n))
-    assert rec.resolve(task, ctx) == rec.group_row(task, "complexity", "low")
-    # the complexity bucket too thin: the next key, then the task level
-    thin = Recommender(post, context_keys=("complexity", "domain"), min_evidence=bucket_n + 1)
-    expected = (
-        thin.group_row(task, "domain", "legal") if domain_n > bucket_n else thin.group_row(task, "*", "*")
-    )
-    assert thin.resolve(task, ctx) == expected
-    big = Recommender(post, min_evidence=evidence.max() + 1)
-    assert big.resolve(task, ctx) == big.group_row(task)
-    assert (big.resolve_batch(pd.DataFrame([{"task_type": task, **ctx}])) == big.group_row(task)).all()
+    task, ctx = "task_000", {"domain": "legal", "complexity": "low"}
+    joint = ("complexity&domain", '["low","legal"]')
+    joint_n = evidence.loc[(task, *joint)]
+    bucket_n = evidence.loc[(task, "complexity", "low")]
+    domain_n = evidence.loc[(task, "domain", "legal")]
+    assert 0 < joint_n < min(bucket_n, domain_n)  # a joint bucket holds the events of both its keys only
+
+    def resolved(min_evidence: float) -> tuple[Recommender, int]:
+        rec = Recommender(post, context_keys=("complexity", "domain"), min_evidence=min_evidence)
+        row = rec.resolve(task, ctx)
+        assert (rec.resolve_batch(pd.DataFrame([{"task_type": task, **ctx}])) == row).all()
+        return rec, row
+
+    rec, row = resolved(joint_n)  # enough evidence: the joint bucket answers
+    assert row == rec.group_row(task, *joint)
+    rec, row = resolved(joint_n + 1)  # the joint bucket too thin: the first configured key
+    assert row == rec.group_row(task, "complexity", "low")
+    rec, row = resolved(bucket_n + 1)  # the complexity bucket too thin: the next key, then the task level
+    expected = rec.group_row(task, "domain", "legal") if domain_n > bucket_n else rec.group_row(task)
+    assert row == expected
+    rec, row = resolved(evidence.max() + 1)
+    assert row == rec.group_row(task)
     with pytest.raises(ValueError, match="min_evidence"):
         Recommender(post, min_evidence=-1)
 
