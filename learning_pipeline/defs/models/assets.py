@@ -16,6 +16,7 @@ from learning_pipeline.defs.models.resources import MlflowResource
 from learning_pipeline.defs.partitions import daily_partitions
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.defs.summary import links
+from learning_pipeline.lib.bandit.contexts import DEFAULT_MIN_EVIDENCE
 from learning_pipeline.lib.storage.warehouse import lake_connection
 
 cycle = lazy_module("learning_pipeline.lib.learning.cycle")
@@ -33,6 +34,8 @@ class CandidateConfig(dg.Config):
     window_days: int = 28
     eval_days: int = 1
     context_keys: list[str] = ["complexity", "domain"]
+    # events a context bucket (joint, then single key) needs before it answers; fewer: the broader level
+    min_context_evidence: float = DEFAULT_MIN_EVIDENCE
     contextual_model: bool = True  # fit a scikit-learn success model; kept only if it wins on validation
     validation_days: int = 2
     reward_rule: str = "graded"  # "graded" (partial = quality) or "success"

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from learning_pipeline.lib.bandit import thompson
+from learning_pipeline.lib.bandit import contexts, thompson
 from learning_pipeline.lib.bandit.policy import (
     DEFAULT_CONTEXT_KEYS,
     CycleEvaluation,
@@ -89,6 +89,9 @@ class CycleConfig:
     window_days: int = 28
     eval_days: int = 1
     context_keys: tuple[str, ...] = DEFAULT_CONTEXT_KEYS
+    # events a context bucket (joint, then single key) needs to answer for a request; fewer: the next, broader
+    # level answers (lib/bandit/recommender.py). Kept in the version's params.
+    min_context_evidence: float = contexts.DEFAULT_MIN_EVIDENCE
     contextual_model: bool = True
     validation_days: int = 2
     min_validation_gain: float = 0.001  # log-loss improvement the contextual model needs
@@ -113,6 +116,8 @@ class CycleConfig:
         self.context_keys = tuple(self.context_keys)
         if self.reward_rule not in REWARD_SQL:
             raise ValueError(f"reward_rule must be one of {sorted(REWARD_SQL)}")
+        if self.min_context_evidence < 0:
+            raise ValueError("min_context_evidence must be >= 0")
         if self.window_days < 1 or self.eval_days < 1:
             raise ValueError("window_days and eval_days must be >= 1")
 

@@ -142,6 +142,10 @@ class SimulationConfig:
     gap: float | None = None  # if set, the best agent's success probability is the runner-up's + gap
     missing_task_type_share: float = 0.0  # events logged without task_type (action_type names the task)
     missing_quality_share: float = 0.0  # events logged without quality_score
+    # > 0: the best agent depends on the joint context. Each (complexity, domain) cell has a specialist agent
+    # (drawn from truth_seed) whose logit gains this much there: an agent x complexity x domain interaction
+    # that neither key alone nor the task type explains. 0: context effects are additive only.
+    joint_context_effect: float = 0.0
 
     def __post_init__(self) -> None:
         self.end_date = as_date(self.end_date)
@@ -178,6 +182,8 @@ class SimulationConfig:
             raise ValueError("logging_epsilon must be within (0, 1] so every agent has a chance")
         if self.file_events < 1:
             raise ValueError("file_events must be >= 1")
+        if self.joint_context_effect < 0:
+            raise ValueError("joint_context_effect must be >= 0")
         if self.gap is not None and not 0 < self.gap < 1:
             raise ValueError("gap must be within (0, 1)")
         if self.switch_task_types is not None:

@@ -1,7 +1,9 @@
 """The ground truth of a simulation: success probabilities, best agents, the logging policy, policy values.
 
 The truth is a success probability per (agent, task_type, complexity, domain): a logistic model with one
-clearly best agent per task type (optionally switching on `switch_day` for some task types). Events are
+clearly best agent per task type (optionally switching on `switch_day` for some task types), additive
+context effects and, with `joint_context_effect`, a specialist agent per (complexity, domain) cell, so the
+best agent depends on the joint context (`best_agents_by_context`). Events are
 drawn from it (`events.py`), so anything the pipeline learns can be checked against `SimulationTruth`.
 """
 
@@ -58,11 +60,20 @@ class SimulationTruth:
         if "general" in cfg.domains:
             domain_effect[:, cfg.domains.index("general")] = 0.0
 
+        # Joint effect (optional, its own seed so the additive truth stays as it was): a specialist agent per
+        # (complexity, domain) cell.
+        joint_effect = np.zeros((n_a, n_c, n_d))
+        if cfg.joint_context_effect > 0:
+            specialist = np.random.default_rng([cfg.truth_seed, 0x101E7]).integers(0, n_a, size=(n_c, n_d))
+            c_idx, d_idx = np.meshgrid(np.arange(n_c), np.arange(n_d), indexing="ij")
+            joint_effect[specialist, c_idx, d_idx] = cfg.joint_context_effect
+
         def probs(base_logits: np.ndarray) -> np.ndarray:  # (A, T, C, D)
             x = (
                 base_logits[:, :, None, None]
                 + complexity_effect[:, None, :, None]
                 + domain_effect[:, None, None, :]
+                + joint_effect[:, None, :, :]
             )
             return _sigmoid(x)
 
@@ -149,6 +160,27 @@ class SimulationTruth:
         cfg = self.config
         p = (self.success[self.regime(day)] * self.context_probs[None, None]).sum(axis=(2, 3))
         return {task: cfg.agents[int(np.argmax(p[:, t]))] for t, task in enumerate(cfg.task_types)}
+
+    def best_agents_by_context(self, day: int | date | str | None = None) -> pd.DataFrame:
+        """The true best agent per (task_type, complexity, domain) on `day`: one row per cell with best_agent,
+        best_success_prob, runner_up_agent, gap and the cell's share of the task type's traffic (context_weight)."""
+        cfg = self.config
+        p = self.success[self.regime(day)]  # (A, T, C, D)
+        order = np.argsort(-p, axis=0, kind="stable")
+        top = np.take_along_axis(p, order[:2], axis=0)
+        t, c, d = (x.ravel() for x in np.meshgrid(*(np.arange(s) for s in p.shape[1:]), indexing="ij"))
+        return pd.DataFrame(
+            {
+                "task_type": np.asarray(cfg.task_types)[t],
+                "complexity": np.asarray(cfg.complexities)[c],
+                "domain": np.asarray(cfg.domains)[d],
+                "best_agent": np.asarray(cfg.agents)[order[0].ravel()],
+                "best_success_prob": top[0].ravel(),
+                "runner_up_agent": np.asarray(cfg.agents)[order[1].ravel()],
+                "gap": (top[0] - top[1]).ravel(),
+                "context_weight": self.context_probs[c, d],
+            }
+        )
 
     def best_agents_by_day(self) -> pd.DataFrame:
         """One row per (event_date, task_type): best agent, its rate, the runner-up and the gap."""
