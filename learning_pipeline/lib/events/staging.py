@@ -1,10 +1,11 @@
-"""Staging: split each landing file by event date, once, into Parquet with every field kept as JSON text.
+"""Staging: read each landing file once, check its records and split them by event date into Parquet.
 
-A landing file (JSONL, optionally gzipped, or Parquet) is read once. Its records are routed to the UTC date
-of their `timestamp`; records without a usable timestamp (malformed, missing, unparseable, far in the future,
-before the first partition) are routed to the date they arrived, where validation quarantines them. Nothing
-is typed or rejected here: validation (`validation.py`) does that per partition, so re-running a partition
-never re-parses JSON.
+A landing file (JSONL, optionally gzipped, or Parquet) is read once. Each record is typed and checked as it
+is read (`checks.staged_sql`: typed columns, the list of rules it breaks, the raw text of a rejected record)
+and routed to the UTC date of its `timestamp`; records without a usable timestamp (malformed, missing,
+unparseable, far in the future, before the first partition) are routed to the date they arrived. Nothing is
+dropped here: validation (`validation.py`) de-duplicates each day and publishes accepted and quarantined
+records, so re-running a partition never re-parses JSON.
 
 Each staged landing file gets one line in the append-only staging log (`staging/_log.jsonl`), written under a
 file lock with a sequence number. The log is the commit point: staged Parquet without a log line is never
@@ -43,6 +44,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from learning_pipeline.lib.events.checks import RAW_RECORD_KEEP_BYTES, staged_sql
 from learning_pipeline.lib.events.schema import FIELD_NAMES
 from learning_pipeline.lib.events.unreadable import (
     alert_unreadable,
@@ -63,8 +65,6 @@ SOURCE_REF_COLUMN = "source_ref"
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 DEFAULT_MAX_FUTURE_SKEW = timedelta(hours=1)
 DEFAULT_DEDUP_WINDOW_DAYS = 7
-# Longest record kept verbatim in the quarantine; the landing file keeps the whole record.
-RAW_RECORD_KEEP_BYTES = 64 * 1024
 # Largest JSON object the fast reader accepts; bigger records are handled line by line (and are oversized).
 MAX_LINE_BYTES = 256 * 1024 * 1024
 UNREADABLE_REASON = "unreadable_file"
@@ -349,19 +349,12 @@ def _fields_source_sql(con: duckdb.DuckDBPyConnection, path: Path) -> str | None
 
 
 def _routed_sql(source_sql: str, landing_file: str, received_at: datetime, rules: StagingRules) -> str:
-    """Add lineage columns and the routing date (event date when usable, else arrival date)."""
-    received = sql_literal(received_at.isoformat())
-    latest = sql_literal((received_at + rules.max_future_skew).isoformat())
-    return f"""
-    SELECT {sql_literal(landing_file)} AS source_file, {received}::TIMESTAMPTZ AS received_at, src.*,
-           CASE
-             WHEN parse_error IS NULL AND json_type("timestamp") = 'VARCHAR'
-                  AND TRY_CAST("timestamp"->>'$' AS TIMESTAMPTZ) <= {latest}::TIMESTAMPTZ
-                  AND TRY_CAST("timestamp"->>'$' AS TIMESTAMPTZ) >= {sql_literal(rules.first_date.isoformat())}::TIMESTAMPTZ
-             THEN CAST(TRY_CAST("timestamp"->>'$' AS TIMESTAMPTZ) AS DATE)
-             ELSE CAST({received}::TIMESTAMPTZ AS DATE)
-           END AS event_date
-    FROM ({source_sql}) AS src"""
+    """The file's records checked (`checks.staged_sql`), with their lineage and routing date."""
+    lineage = (
+        f"SELECT {sql_literal(landing_file)} AS source_file, {sql_literal(received_at.isoformat())}::TIMESTAMPTZ "
+        f"AS received_at, src.* FROM ({source_sql}) AS src"
+    )
+    return staged_sql(lineage, rules)
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
@@ -426,7 +419,9 @@ def _commit_parts(con, paths: LakePaths, out_dir: Path, file_id: str, relative: 
     return counts, staged
 
 
-def stage_file(paths: LakePaths, path: Path, rules: StagingRules) -> StagedFile | None:
+def stage_file(
+    paths: LakePaths, path: Path, rules: StagingRules, received_at: datetime | None = None
+) -> StagedFile | None:
     """Split one landing file by routing date into staging Parquet and commit it to the log.
 
     An unreadable file is committed as one `unreadable_file` record, then set aside and alerted
@@ -438,7 +433,7 @@ def stage_file(paths: LakePaths, path: Path, rules: StagingRules) -> StagedFile 
         stat = path.stat()
     except FileNotFoundError:
         return None
-    received_at = datetime.now(UTC)
+    received_at = received_at or datetime.now(UTC)
     token = uuid.uuid4().hex[:8]
     out_dir = paths.staging / f".tmp-{token}"
     file_id = f"{_file_id(relative)}-{token}"
@@ -519,7 +514,11 @@ def stage_pending(paths: LakePaths, rules: StagingRules, max_files: int | None =
     with stage_lock(paths):
         pending = pending_landing_files(paths)[:max_files]
         with ThreadPoolExecutor(max_workers=max(1, min(len(pending), os.cpu_count() or 1))) as pool:
-            staged = list(pool.map(lambda path: stage_file(paths, path, rules), pending))
+            # Arrival times in landing order, taken before the threads start: a file listed later never
+            # counts as arriving first (it would win the de-duplication of an event both files carry).
+            now = datetime.now(UTC)
+            arrivals = [now + timedelta(microseconds=i) for i in range(len(pending))]
+            staged = list(pool.map(lambda path, at: stage_file(paths, path, rules, at), pending, arrivals))
     return [entry for entry in staged if entry is not None]
 
 
