@@ -117,6 +117,7 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
 
         for number, day in enumerate(days, start=1):
             run(f"daily_job {day} (day {number} of {len(days)})", "daily_job", day)
+        echo(f"  ingested {len(days)} day(s): {days[0]} .. {days[-1]}")
         run("learning_job (stats, posteriors, training data)", "learning_job")
         run(f"learning_cycle_job {days[-1]} (train, evaluate, gate)", "learning_cycle_job", days[-1])
         _sensors_start_after_demo(runs, paths)
