@@ -10,34 +10,47 @@ import pytest
 
 from learning_pipeline.defs.decisions.assets import agent_decisions
 from learning_pipeline.defs.events.assets import outcome_events
+from learning_pipeline.defs.models.assets import candidate_policy, model_versions, policy_evaluation
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.bandit import online
 from learning_pipeline.lib.bandit.policy import evaluate_candidate
 from learning_pipeline.lib.events.decisions import DecisionLogger
 from learning_pipeline.lib.ingest.recorder import OutcomeRecorder
 from learning_pipeline.lib.learning import registry
-from learning_pipeline.lib.learning.cycle import CycleConfig, run_cycle
+from learning_pipeline.lib.learning.cycle import CycleConfig
 from learning_pipeline.lib.learning.data import held_out_events
 from learning_pipeline.lib.storage.warehouse import lake_connection
 from learning_pipeline.service.decisions import DecisionService
-from learning_pipeline_tests._models_fixtures import operator_makes_live, simulated_lake, sqlite_uri
+from learning_pipeline_tests._models_fixtures import models_lake, operator_makes_live
 
 TODAY = datetime.now(UTC).date()
 EPOCH = 0.2
-CONFIG = CycleConfig(window_days=5, eval_days=1, n_bootstrap=100, online_epoch_seconds=EPOCH)
+CONFIG = CycleConfig(window_days=5, eval_days=1, online_epoch_seconds=EPOCH)  # what held_out_events reads
+MODEL_ASSETS = [candidate_policy, policy_evaluation, model_versions]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("online")
-    paths, cfg, truth = simulated_lake(
-        root, days=5, events_per_day=1500, seed=7, end_date=TODAY - timedelta(days=1), pii_share=0.0
+    """Five simulated days; the models assets (run config `online_epoch_seconds`) register version 1, live."""
+    paths, resources, truth = models_lake(
+        tmp_path_factory.mktemp("online") / "data",
+        days=5,
+        events_per_day=1500,
+        seed=7,
+        end_date=TODAY - timedelta(days=1),
+        pii_share=0.0,
     )
-    uri = sqlite_uri(root)
-    result = run_cycle(paths, (TODAY - timedelta(days=1)).isoformat(), CONFIG, uri)
-    assert result.registered.accepted, result.evaluation.gate.reason
-    operator_makes_live(paths, uri, result.registered.version)
-    return paths, cfg, uri, result.registered.version
+    run_config = {
+        "ops": {
+            "candidate_policy": {"config": {"window_days": 5, "online_epoch_seconds": EPOCH}},
+            "policy_evaluation": {"config": {"n_bootstrap": 100}},
+        }
+    }
+    day = (TODAY - timedelta(days=1)).isoformat()
+    assert dg.materialize(MODEL_ASSETS, partition_key=day, resources=resources, run_config=run_config).success
+    uri = resources["mlflow"].uri
+    operator_makes_live(paths, uri, 1)
+    return paths, truth.config, uri, 1
 
 
 def test_an_outcome_reaches_the_next_epochs_decisions(world):
