@@ -16,7 +16,15 @@ from datetime import UTC, datetime, time
 import dagster as dg
 import pyarrow.compute as pc
 
-from learning_pipeline.cli.demo import DemoSettings, start_partitions_at, use_local_instance
+from learning_pipeline.cli.code_location_runs import CodeLocationRuns, RunFailedError
+from learning_pipeline.cli.demo import (
+    QUIET_RUN,
+    DemoSettings,
+    code_location_runs,
+    sensors_start_after_demo,
+    start_partitions_at,
+    use_local_instance,
+)
 from learning_pipeline.lib.simulation.simulate import DEFAULT_TASK_TYPES, generate_table
 from learning_pipeline.lib.storage.lake import DATA_DIR_ENV, land_records
 
@@ -28,6 +36,15 @@ class AutonomyDemoSettings(DemoSettings):
     seed: int = 11
     switch_day: int = 7
     auto_approve: bool = True
+
+
+def _outcome(runs: CodeLocationRuns, job_name: str, **options) -> str:
+    """'ok', or 'FAILED (why)': the demo goes on to the next day as the loop would."""
+    try:
+        runs.execute(job_name, **options)
+    except RunFailedError as error:
+        return f"FAILED ({error})"
+    return "ok"
 
 
 def _records(table) -> list[dict]:
@@ -45,13 +62,27 @@ def _records(table) -> list[dict]:
     return rows
 
 
+def autonomy_config(settings: AutonomyDemoSettings, now: datetime) -> dict:
+    """The `autonomy` resource's config on a simulated day: its clock (`now`) and the demo's small thresholds.
+    Runs get it as run config, so a re-execution from the UI decides at the same simulated time."""
+    return {
+        "now": now.isoformat(),
+        "min_new_events": 500,
+        "min_iteration_gap_minutes": 60,
+        "auto_approve": settings.auto_approve,
+        "approve_min_samples": 200,
+        "graduation_min_cycles": 2,
+        "graduation_min_samples": 200,
+        "graduation_min_success_rate": 0.6,
+        "graduation_consistency_window": 2,
+    }
+
+
 def run_autonomy_demo(settings: AutonomyDemoSettings, echo=print) -> dict:
     data_dir, home, paths = use_local_instance(settings.data_dir, settings.dagster_home)
     cfg = settings.simulation(switch_day=settings.switch_day, switch_task_types=DEFAULT_TASK_TYPES)
-    start_partitions_at(data_dir, cfg.day_date(0).isoformat())  # before the definitions are loaded
+    start_partitions_at(data_dir, cfg.day_date(0).isoformat())  # before the code location is loaded
 
-    from learning_pipeline.definitions import defs as code_location
-    from learning_pipeline.defs.autonomy.assets import agent_alerts, graduation_status, model_approvals
     from learning_pipeline.defs.autonomy.resources import AutonomyResource
     from learning_pipeline.defs.autonomy.sensors import continuous_learning_sensor
     from learning_pipeline.defs.models.resources import MlflowResource
@@ -60,75 +91,58 @@ def run_autonomy_demo(settings: AutonomyDemoSettings, echo=print) -> dict:
     from learning_pipeline.lib.autonomy.alerts import AlertStore
     from learning_pipeline.lib.events.staging import stage_pending
 
-    defs = code_location()
     table = generate_table(cfg)
     day_of = pc.strftime(table.column("timestamp"), "%Y-%m-%d")
     lake, mlflow = LakeResource(data_dir=str(data_dir)), MlflowResource(data_dir=str(data_dir))
-    daily_job = defs.resolve_job_def("daily_job")
-    cycle_job = defs.resolve_job_def("learning_cycle_job")
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     cycle_config = {
-        **quiet,
+        **QUIET_RUN,
         "ops": {
             "candidate_policy": {"config": {"window_days": 3, "contextual_model": False}},
             "policy_evaluation": {"config": {"n_bootstrap": 200}},
         },
     }
     timeline = []
-    with dg.DagsterInstance.get() as instance:
+    log = home / "autonomy_demo_runs.log"
+    echo(f"running the jobs through the code location (runs listed in the UI; their output: {log}):")
+    with code_location_runs(log) as runs:
         for index in range(settings.days):
             day = cfg.day_date(index)
-            now = datetime.combine(day, time(23, 0), tzinfo=UTC)
-            autonomy = AutonomyResource(
-                now=now.isoformat(),
-                min_new_events=500,
-                min_iteration_gap_minutes=60,
-                auto_approve=settings.auto_approve,
-                approve_min_samples=200,
-                graduation_min_cycles=2,
-                graduation_min_samples=200,
-                graduation_min_success_rate=0.6,
-                graduation_consistency_window=2,
-            )
+            autonomy = autonomy_config(settings, datetime.combine(day, time(23, 0), tzinfo=UTC))
             land_records(
                 paths.landing, _records(table.filter(pc.equal(day_of, day.isoformat()))), prefix=f"day{index}"
             )
             stage_pending(paths, lake.staging_rules())
-            if not daily_job.execute_in_process(
-                partition_key=day.isoformat(), instance=instance, run_config=quiet
-            ).success:
-                raise RuntimeError(f"daily_job failed for {day}")
+            runs.execute("daily_job", run_config=QUIET_RUN, partition_key=day.isoformat())
             line = {"day": day.isoformat(), "switched": index >= settings.switch_day}
             if index < 3:  # a cycle needs a training window before its held-out day
                 line["decision"] = "collecting a training window (the sensor starts on day 4)"
-            else:
+            else:  # one tick of the sensor at the simulated time; the run it requests goes to the code location
                 tick = continuous_learning_sensor(
                     dg.build_sensor_context(
-                        instance=instance,
+                        instance=runs.instance,
                         sensor_name="continuous_learning_sensor",
-                        resources={"lake": lake, "autonomy": autonomy},
+                        resources={"lake": lake, "autonomy": AutonomyResource(**autonomy)},
                     )
                 )
                 if tick.run_requests:
                     request = tick.run_requests[0]
-                    result = cycle_job.execute_in_process(
-                        partition_key=request.partition_key,
-                        instance=instance,
+                    outcome = _outcome(
+                        runs,
+                        "learning_cycle_job",
                         run_config=cycle_config,
-                        raise_on_error=False,
+                        partition_key=request.partition_key,
+                        tags=request.tags,
                     )
-                    line["decision"] = f"cycle {'ok' if result.success else 'FAILED'}: " + request.tags.get(
-                        "learning_pipeline/reason", ""
-                    )
+                    line["decision"] = f"cycle {outcome}: " + request.tags.get("learning_pipeline/reason", "")
                 else:
                     line["decision"] = tick.skip_reason.skip_message
-            dg.materialize(
-                [model_approvals, graduation_status, agent_alerts],
-                instance=instance,
-                resources={"lake": lake, "mlflow": mlflow, "autonomy": autonomy},
-                raise_on_error=False,
-                run_config=quiet,
+            approvals = _outcome(
+                runs,
+                "autonomy_job",
+                run_config={**QUIET_RUN, "resources": {"autonomy": {"config": autonomy}}},
             )
+            if approvals != "ok":
+                line["decision"] += f"; approvals, graduation and alerts {approvals}"
             status = autonomy_ops.status_frame(paths, mlflow.uri)
             line["stages"] = {
                 int(r.version_number): r.stage or r.approval or r.status for r in status.itertuples()
@@ -136,6 +150,7 @@ def run_autonomy_demo(settings: AutonomyDemoSettings, echo=print) -> dict:
             timeline.append(line)
             echo(f"{line['day']}{' (after the switch)' if line['switched'] else ''}: {line['decision']}")
             echo(f"    versions: {json.dumps(line['stages'])}")
+        sensors_start_after_demo(runs, paths)
     alerts = AlertStore(paths).list()
     echo("")
     echo("alerts:")
@@ -150,5 +165,5 @@ def run_autonomy_demo(settings: AutonomyDemoSettings, echo=print) -> dict:
             f"go live:        learning-pipeline graduation approve {shadow[-1]} --by NAME --reason TEXT "
             f"--data-dir {data_dir}"
         )
-    echo(f"open the UI:    DAGSTER_HOME={home} {DATA_DIR_ENV}={data_dir} dagster dev")
+    echo(f"open the UI:    DAGSTER_HOME={home} {DATA_DIR_ENV}={data_dir} dagster dev -w workspace.yaml")
     return {"timeline": timeline, "alerts": len(alerts)}

@@ -18,6 +18,12 @@ from learning_pipeline.lib.simulation.simulate import SimulationConfig, load_tru
 from learning_pipeline.lib.storage.lake import DATA_DIR_ENV, LakePaths
 from learning_pipeline.lib.storage.warehouse import lake_connection, refresh_warehouse_views
 
+# The demos' runs: warnings only on the console, every step in the run worker's process.
+QUIET_RUN = {
+    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+    "execution": {"config": {"in_process": {}}},
+}
+
 
 @dataclass(frozen=True)
 class DemoSettings:
@@ -100,19 +106,15 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
     if not days:
         raise ValueError(f"no events to ingest in {paths.landing}: empty it to let the demo simulate some")
     start_partitions_at(data_dir, days[0])  # the code server loaded below reads it
-    quiet = {
-        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-        "execution": {"config": {"in_process": {}}},
-    }
     log = home / "demo_runs.log"
     echo(
         f"running the pipeline's jobs through the code location (runs listed in the UI; their output: {log}):"
     )
-    with _children_stderr_to(log), dg.DagsterInstance.get() as instance, CodeLocationRuns(instance) as runs:
+    with code_location_runs(log) as runs:
 
         def run(label: str, job: str, partition_key: str | None = None) -> None:
             started = time.monotonic()
-            runs.execute(job, run_config=quiet, partition_key=partition_key)
+            runs.execute(job, run_config=QUIET_RUN, partition_key=partition_key)
             echo(f"  {label:<52} {time.monotonic() - started:5.0f} s")
 
         for number, day in enumerate(days, start=1):
@@ -120,7 +122,7 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
         echo(f"  ingested {len(days)} day(s): {days[0]} .. {days[-1]}")
         run("learning_job (stats, posteriors, training data)", "learning_job")
         run(f"learning_cycle_job {days[-1]} (train, evaluate, gate)", "learning_cycle_job", days[-1])
-        _sensors_start_after_demo(runs, paths)
+        sensors_start_after_demo(runs, paths)
         _operator_makes_live(paths, echo)
         run("summary_job (learning_summary)", "summary_job")  # the asset to open first
 
@@ -158,6 +160,13 @@ def run_demo(settings: DemoSettings, echo=print) -> dict:
 
 
 @contextmanager
+def code_location_runs(log: Path) -> Iterator[CodeLocationRuns]:
+    """Runs through the workspace's code location on this process's instance, their output going to `log`."""
+    with _children_stderr_to(log), dg.DagsterInstance.get() as instance, CodeLocationRuns(instance) as runs:
+        yield runs
+
+
+@contextmanager
 def _children_stderr_to(log: Path) -> Iterator[None]:
     """The code server and run workers started in the block write their stderr (library notices, warnings,
     Dagster's console log) to `log`, not the terminal: the demo prints its progress and summary, and a
@@ -192,7 +201,7 @@ def _next_steps(data_dir: Path, home: Path, echo) -> None:
     echo(f"  learning-pipeline serve --data-dir {data_dir}   the Learning API at http://127.0.0.1:8000")
 
 
-def _sensors_start_after_demo(runs: CodeLocationRuns, paths: LakePaths) -> None:
+def sensors_start_after_demo(runs: CodeLocationRuns, paths: LakePaths) -> None:
     """The demo ran the days it staged itself: the sensors start after them, so `make ui` starts quiet."""
     from learning_pipeline.defs.decisions.sensors import decision_cursor_through_now
     from learning_pipeline.defs.events.sensors import landing_cursor_through_staged
