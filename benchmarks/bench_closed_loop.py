@@ -129,7 +129,11 @@ def run(args) -> dict:
     uri = default_tracking_uri(root)
     lake = LakeResource(data_dir=str(root))
     cycle_cfg = CycleConfig(
-        window_days=args.window_days, eval_days=1, n_bootstrap=200, contextual_model=False
+        window_days=args.window_days,
+        eval_days=1,
+        n_bootstrap=200,
+        contextual_model=False,
+        online_epoch_seconds=args.online_epoch_seconds,
     )
     rng = np.random.default_rng(args.seed)
     agents = list(cfg.agents)
@@ -161,17 +165,17 @@ def run(args) -> dict:
                 logged += answer["recommendations"][0]["selection_propensity"] > 0
                 ok = bool(u[i] < p[agents.index(agent), t[i], c[i], d[i]])
                 rewards["loop"][i] = ok
-                recorder.record(
-                    {
-                        "agent_name": agent,
-                        "task_type": task,
-                        "status": "success" if ok else "failure",
-                        "context": {"complexity": cx, "domain": dom},
-                        "decision_id": answer["decision_id"],
-                        "timestamp": at.isoformat(),
-                        "latency_ms": 100.0,
-                    }
-                )
+                outcome = {
+                    "agent_name": agent,
+                    "task_type": task,
+                    "status": "success" if ok else "failure",
+                    "context": {"complexity": cx, "domain": dom},
+                    "decision_id": answer["decision_id"],
+                    "timestamp": at.isoformat(),
+                    "latency_ms": 100.0,
+                }
+                recorder.record(outcome)
+                service.observe([outcome])  # as POST /outcomes does: a version that learns online sees it
                 for name in baselines.names:
                     choice = baselines.choose(name, task, cx, dom, best_fixed)
                     arm, probs = choice if isinstance(choice, tuple) else (choice, None)
@@ -288,6 +292,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--switch-day", type=int, default=6)
     parser.add_argument("--window-days", type=int, default=3)
     parser.add_argument("--gap", type=float, default=None)
+    parser.add_argument(
+        "--online-epoch-seconds",
+        type=float,
+        default=0.0,
+        help="> 0: live versions learn online in epochs of this many simulated seconds (0: frozen)",
+    )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--baselines", nargs="*", default=list(BASELINES))
     parser.add_argument("--data-dir", default=None)

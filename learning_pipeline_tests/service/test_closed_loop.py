@@ -1,5 +1,6 @@
 """A short run of the closed-loop benchmark (benchmarks/bench_closed_loop.py): served decisions, logged
-propensities, daily ingest and cycles, an accepted version made live, and the per-event baselines."""
+propensities, daily ingest and cycles, an accepted version made live and learning online, and the per-event
+baselines."""
 
 import importlib.util
 from pathlib import Path
@@ -21,6 +22,8 @@ def test_short_closed_loop_learns_from_its_own_logged_decisions(tmp_path):
             "3",
             "--window-days",
             "2",
+            "--online-epoch-seconds",  # live versions learn online; cycles replay them with their evidence
+            "60",
             "--data-dir",
             str(tmp_path / "data"),
             "--out",
