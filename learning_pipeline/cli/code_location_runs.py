@@ -28,6 +28,7 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget, WorkspaceFileTarget
 
 from learning_pipeline.cli.common import CommandError
+from learning_pipeline.lib.autonomy.alerts import root_cause_line
 
 CODE_LOCATION_MODULE = "learning_pipeline.definitions"
 # The project's workspace.yaml (what `make ui` loads) when installed from a checkout.
@@ -176,9 +177,8 @@ class CodeLocationRuns:
             error = getattr(event.event_specific_data, "error", None)
             if not event.is_failure and error is None:
                 continue
-            while error is not None and error.cause is not None:  # the root cause names the problem
-                error = error.cause
-            message = error.message.strip() if error is not None else (entry.user_message or "").strip()
+            # the root cause names the problem
+            message = root_cause_line(error) if error is not None else (entry.user_message or "").strip()
             if message:
                 messages.append(f"{event.step_key or 'run'}: {message.splitlines()[0]}")
         return "; ".join(dict.fromkeys(messages)) or "see the run's logs in the Dagster UI"

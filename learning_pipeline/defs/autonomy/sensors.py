@@ -11,7 +11,12 @@ from learning_pipeline.defs.autonomy.assets import autonomy_job
 from learning_pipeline.defs.autonomy.resources import AutonomyResource
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.lib.autonomy import continuous as loop
-from learning_pipeline.lib.autonomy.alerts import Alert, raise_and_notify
+from learning_pipeline.lib.autonomy.alerts import (
+    Alert,
+    raise_and_notify,
+    root_cause_line,
+    run_failure_message,
+)
 from learning_pipeline.lib.events.staging import read_log
 from learning_pipeline.lib.storage.warehouse import lake_connection
 
@@ -213,7 +218,14 @@ def run_failure_alert_sensor(
     context: dg.RunFailureSensorContext, lake: LakeResource, autonomy: AutonomyResource
 ):
     run = context.dagster_run
-    message = context.failure_event.message or "run failed"
+    causes = [
+        (event.step_key, root_cause_line(event.step_failure_data.error))
+        for event in context.get_step_failure_events()
+    ]
+    if not causes:  # the run failed outside its steps (its code did not load, its worker died)
+        error = getattr(context.failure_event.event_specific_data, "error", None)
+        causes = [("run", root_cause_line(error) if error else context.failure_event.message or "failed")]
+    message = run_failure_message(run.run_id, causes)
     row, detail = raise_and_notify(
         autonomy.alert_store(lake.paths),
         Alert(

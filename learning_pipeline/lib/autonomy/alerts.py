@@ -240,6 +240,31 @@ def raise_and_notify(
     return row, detail
 
 
+# ---- failed runs ---------------------------------------------------------------------------------
+
+
+def root_cause_line(error: Any) -> str:
+    """The first line of the innermost cause of `error` (anything with `message`, `cause` and `cls_name`, such
+    as Dagster's serialized errors): `ValueError: no events ...`; a deliberate `Failure` gives its text only."""
+    while error.cause is not None:
+        error = error.cause
+    line = next((part.strip() for part in error.message.splitlines() if part.strip()), "")
+    kind, sep, text = line.partition(": ")
+    cls_name = getattr(error, "cls_name", None)
+    if sep and cls_name and kind.rsplit(".", 1)[-1] == cls_name:  # drop the class's module path
+        line = text if cls_name == "Failure" else f"{cls_name}: {text}"
+    return line
+
+
+def run_failure_message(run_id: str, causes: list[tuple[str, str]]) -> str:
+    """An ERROR alert's message: each failed step with its root cause, then one sentence saying what to do."""
+    what = "; ".join(f"{step}: {cause}" for step, cause in causes) or "the run failed"
+    return (
+        f"{what}. What to do: fix what this names, then re-execute run {run_id} from failure in the Dagster UI "
+        "(Runs, the run, Re-execute)."
+    )
+
+
 # ---- detection ---------------------------------------------------------------------------------
 
 
