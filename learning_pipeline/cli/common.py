@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import pandas as pd
 
@@ -93,6 +94,23 @@ def share(value: str) -> float:
     if number > 1:
         raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value}")
     return number
+
+
+def progress_printer(what: str, steps: int = 10):
+    """A progress callback (done, total) for long work: prints '<what>: done of total (p%)' to stderr each time
+    another 1/steps of the total is done (stdout keeps the result, and --json stays parseable)."""
+    shown = -1
+
+    def report(done: int, total: int) -> None:
+        nonlocal shown
+        step = steps * done // total if total else steps
+        if step > shown:
+            shown = step
+            print(
+                f"{what}: {done:,} of {total:,} ({100 * done // max(total, 1)}%)", file=sys.stderr, flush=True
+            )
+
+    return report
 
 
 def _cell(value) -> object:

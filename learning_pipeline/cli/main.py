@@ -19,6 +19,7 @@ from learning_pipeline.cli.common import (
     non_negative,
     positive,
     print_table,
+    progress_printer,
     seconds,
     share,
 )
@@ -42,7 +43,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         switch_day=args.switch_day,
         file_events=args.file_events,
     )
-    result = write_simulation(config, args.data_dir)
+    result = write_simulation(config, args.data_dir, progress=progress_printer("simulating events"))
     summary = result.summary()
     if args.json:
         print(json.dumps(summary))

@@ -8,6 +8,7 @@ writes the valid events as validated lake partitions, for tests and benchmarks o
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,11 +78,16 @@ class SimulationResult:
 
 
 def write_simulation(
-    config: SimulationConfig, data_dir: str | Path, prefix: str = "sim", write_truth: bool = True
+    config: SimulationConfig,
+    data_dir: str | Path,
+    prefix: str = "sim",
+    write_truth: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SimulationResult:
     """Write the simulated stream into the landing zone as JSONL files of at most `config.file_events` lines.
 
-    Every file is published atomically. The truth goes to <data_dir>/simulation/truth.json.
+    Every file is published atomically. The truth goes to <data_dir>/simulation/truth.json. `progress` is called
+    with (valid events generated so far, valid events in all) as the stream is generated.
     """
     paths = LakePaths.at(data_dir)
     paths.landing.mkdir(parents=True, exist_ok=True)
@@ -120,6 +126,8 @@ def write_simulation(
             pending_n += len(lines)
         while pending_n >= config.file_events:
             flush(config.file_events)
+        if progress is not None:
+            progress(result.events, config.days * config.events_per_day)
     if pending_n:
         flush(pending_n)
 
