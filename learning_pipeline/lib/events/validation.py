@@ -65,7 +65,8 @@ def _copy_tmp(con: duckdb.DuckDBPyConnection, select_sql: str, final: Path, kv: 
     tmp = tmp_path_for(final)
     metadata = ", ".join(f"{key}: {sql_literal(value)}" for key, value in kv.items())
     con.execute(
-        f"COPY ({select_sql}) TO {sql_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{metadata}}})"
+        f"COPY ({select_sql}) TO {sql_literal(str(tmp))} "
+        f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, KV_METADATA {{{metadata}}})"
     )
     return tmp
 
