@@ -292,6 +292,8 @@ def log_cycle(
             timings["log_model"] = (time.perf_counter() - t2) * 1000
         t3 = time.perf_counter()
         version = int(info.registered_model_version)
+        if client.get_registered_model(name).description != REGISTERED_MODEL_DESCRIPTION:
+            client.update_registered_model(name, description=REGISTERED_MODEL_DESCRIPTION)
         gate = result.gate
         version_tags = {
             "parent_version": "" if parent_version is None else str(parent_version),
@@ -327,6 +329,29 @@ def log_cycle(
         model_uri=f"models:/{name}/{version}",
         timings_ms=timings,
     )
+
+
+# The registered model's description in the MLflow UI: what a version is and how it moves through the stages
+# of lib/autonomy/graduation.py.
+REGISTERED_MODEL_DESCRIPTION = """\
+Routes a task to an agent: an MLflow pyfunc wrapping a `RoutingPolicy` trained by a learning cycle on the
+outcome events before its held-out day. Input rows: `task_type` and context fields (optional `top_k`);
+output per row: the top agents with their selection probabilities (propensities) and scores.
+
+**How versions move.** Every learning cycle registers a version (alias `@challenger`) with its gate verdict in
+the version tags (`gate`, `gate_reason`, `improvement`, `estimator`, `parent_version`). Stages:
+
+- `candidate` -> `rejected`: the off-policy gate rejected it;
+- `candidate` -> `approved`: auto-approval thresholds met, or a person approved it
+  (`learning-pipeline graduation approve-candidate`);
+- `approved` -> `shadow` (`@shadow`): automatic, once the graduation criteria hold on live traffic;
+- `shadow` -> `canary` (`@canary`): a person, for a share of the requests;
+- `shadow` or `canary` -> `live` (`@champion`): a person only (`learning-pipeline graduation approve`);
+  the previous live version is retired.
+
+Demotion on degradation (or by a person): live -> retired (the previous live version returns), canary ->
+shadow, shadow -> approved. Only `@champion` and `@canary` serve; acceptance alone never changes what serves.
+"""
 
 
 def run_name(result: CycleEvaluation, tags: dict[str, str]) -> str:
