@@ -109,16 +109,18 @@ def plot_posteriors(posteriors: pd.DataFrame, path: Path, max_tasks: int = 12, m
 def plot_success_over_time(
     daily: pd.DataFrame, path: Path, held_out: tuple[str, str] | None = None, max_agents: int = 10
 ) -> Path:
-    """daily: columns day, agent_name, success_rate, n (the training window). `held_out` (first, last day) is
-    shaded after it: the days the candidate was evaluated on, never trained on."""
+    """daily: columns day, agent_name, success_rate, n (the training window, then the held-out days). `held_out`
+    (first, last day) is shaded: the days the candidate was evaluated on, never trained on. A day's point sits
+    at its noon, inside its shading."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.0), layout="constrained")
     if not daily.empty:
         top = daily.groupby("agent_name")["n"].sum().sort_values(ascending=False).index[:max_agents]
         for agent in top:
             sub = daily[daily["agent_name"] == agent].sort_values("day")
-            ax.plot(pd.to_datetime(sub["day"]), sub["success_rate"], marker=".", label=str(agent))
-    title = "Daily success rate per agent in the training window"
+            noon = pd.to_datetime(sub["day"]) + pd.Timedelta(hours=12)
+            ax.plot(noon, sub["success_rate"], marker=".", label=str(agent))
+    title = "Daily success rate per agent"
     if held_out is not None:
         first, last = pd.to_datetime(held_out[0]), pd.to_datetime(held_out[1]) + pd.Timedelta(days=1)
         ax.axvspan(first, last, color="0.85", label="held-out (evaluated)")

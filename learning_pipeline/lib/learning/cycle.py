@@ -202,8 +202,13 @@ def _posteriors(daily: pd.DataFrame, config: CycleConfig, as_of: date) -> pd.Dat
 @dataclass
 class TrainedCandidate:
     policy: RoutingPolicy
-    daily: pd.DataFrame
+    daily: pd.DataFrame  # the training window's daily aggregates
+    held_out_daily: pd.DataFrame  # the held-out days' (never trained on; plotted)
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def success_by_day(self) -> pd.DataFrame:
+        """Daily success per agent over the training window and the held-out days: what the plot shows."""
+        return daily_success(pd.concat([self.daily, self.held_out_daily]))
 
 
 def train_candidate(con, window: Window, config: CycleConfig) -> TrainedCandidate:
@@ -229,7 +234,8 @@ def train_candidate(con, window: Window, config: CycleConfig) -> TrainedCandidat
         t2 = time.perf_counter()
         policy = _maybe_contextual(cells, window, config, daily, policy)
         timings["contextual_model"] = (time.perf_counter() - t2) * 1000
-    return TrainedCandidate(policy, daily, timings)
+    held_out = joint_cells(con, window.cutoff, window.eval_end, config.context_keys, config.reward_rule)
+    return TrainedCandidate(policy, daily, daily_from_cells(held_out, config.context_keys), timings)
 
 
 def _maybe_contextual(
@@ -374,7 +380,7 @@ def run_cycle(
         evaluation,
         champion_version,
         tracking_uri,
-        daily_success(trained.daily),
+        trained.success_by_day(),
         artifact_location,
         tags,
         started=start,
@@ -453,7 +459,7 @@ def candidate_dir(paths: LakePaths, partition: str) -> Path:
 
 def save_candidate(paths: LakePaths, partition: str, trained: TrainedCandidate) -> Path:
     directory = trained.policy.save(candidate_dir(paths, partition))
-    daily_success(trained.daily).to_parquet(directory / "daily_success.parquet", index=False)
+    trained.success_by_day().to_parquet(directory / "daily_success.parquet", index=False)
     return directory
 
 
