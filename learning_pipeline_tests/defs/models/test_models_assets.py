@@ -94,6 +94,7 @@ def test_run_has_params_metrics_artifacts_and_tags(materialized):
     assert exp.artifact_location.startswith("file://") and "mlartifacts" in exp.artifact_location
     for key in ("alpha0", "beta0", "half_life_days", "window_days", "train_start", "cutoff", "partitions"):
         assert key in run.data.params
+    assert run.data.params["baseline_kind"] == "champion"  # version 2 was evaluated against live version 1
     for key in (
         "baseline_score",
         "candidate_score",
@@ -110,7 +111,7 @@ def test_run_has_params_metrics_artifacts_and_tags(materialized):
         "candidate.ess",
         "candidate.max_weight",
         "candidate.clipped_share",
-        "champion.ess",
+        "baseline.ess",  # stable names whatever the baseline; its kind is a param
         "relative_improvement",
         "gate_threshold",
     ):
