@@ -13,9 +13,11 @@ select
     sum(cast(status = 'partial' as integer)) as partials,
     sum(cast(status = 'timeout' as integer)) as timeouts,
     coalesce(sum(case when status = 'partial' then reward end), 0) as partial_reward,
-    -- reward is 1 for success, 0 for failure/timeout (stg_outcome_events): its sum needs no pass of its own
-    sum(cast(status = 'success' as integer)) + coalesce(sum(case when status = 'partial' then reward end), 0)
-        as reward_sum,
+    -- reward is 0 for failure/timeout and 1 - its penalties for success (stg_outcome_events): with zero
+    -- penalty weights the sum is the success count plus the partials' rewards, exactly
+    sum(cast(status = 'success' as integer))
+        - coalesce(sum(case when status = 'success' then 1.0 - reward end), 0)
+        + coalesce(sum(case when status = 'partial' then reward end), 0) as reward_sum,
     count(latency_ms) as latency_n,
     coalesce(sum(latency_ms), 0) as latency_sum,
     count(llm_latency_ms) as llm_latency_n,

@@ -46,12 +46,14 @@ from learning_pipeline.lib.bandit.policy import (
 )
 from learning_pipeline.lib.learning import registry
 from learning_pipeline.lib.learning.data import (
-    REWARD_SQL,
     daily_from_cells,
     decision_join_stats,
     held_out_events,
     joint_cells,
     outcome_stream,
+    reward_components,
+    reward_evidence,
+    reward_vars,
 )
 from learning_pipeline.lib.storage.lake import LakePaths, new_batch_name, write_parquet_atomic
 
@@ -96,6 +98,9 @@ class CycleConfig:
     validation_days: int = 2
     min_validation_gain: float = 0.001  # log-loss improvement the contextual model needs
     reward_rule: str = "graded"
+    # penalty weights per task type, "*" the default row: {"*": {"cost": per USD, "latency": per second}}
+    # (dbt_like_sql/macros/reward.sql); empty: no penalties, the reward is the rule's
+    reward_weights: dict[str, dict[str, float]] = field(default_factory=dict)
     n_bootstrap: int = 500
     seed: int = 0
     # the eval gate (rules in lib/bandit/gate.py): the lower bound of the paired interval of the improvement
@@ -114,8 +119,8 @@ class CycleConfig:
 
     def __post_init__(self):
         self.context_keys = tuple(self.context_keys)
-        if self.reward_rule not in REWARD_SQL:
-            raise ValueError(f"reward_rule must be one of {sorted(REWARD_SQL)}")
+        self.reward_weights = {str(t): dict(w) for t, w in self.reward_weights.items()}
+        reward_vars(self.reward_rule, self.reward_weights)  # raises on a bad rule or weight
         if self.min_context_evidence < 0:
             raise ValueError("min_context_evidence must be >= 0")
         if self.window_days < 1 or self.eval_days < 1:
@@ -189,7 +194,7 @@ def record_skip(
 
 def _posteriors(daily: pd.DataFrame, config: CycleConfig, as_of: date) -> pd.DataFrame:
     return thompson.compute_posteriors(
-        daily,
+        reward_evidence(daily),
         alpha0=config.alpha0,
         beta0=config.beta0,
         half_life_days=config.half_life_days,
@@ -215,7 +220,14 @@ def train_candidate(con, window: Window, config: CycleConfig) -> TrainedCandidat
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     last_train_day = window.cutoff - timedelta(days=1)
-    cells = joint_cells(con, window.train_start, last_train_day, config.context_keys, config.reward_rule)
+    cells = joint_cells(
+        con,
+        window.train_start,
+        last_train_day,
+        config.context_keys,
+        config.reward_rule,
+        config.reward_weights,
+    )
     daily = daily_from_cells(cells, config.context_keys)
     timings["train_aggregate"] = (time.perf_counter() - t0) * 1000
     if daily.empty:
@@ -227,14 +239,21 @@ def train_candidate(con, window: Window, config: CycleConfig) -> TrainedCandidat
     training_samples = int(
         daily.loc[(daily["task_type"] != "*") & (daily["context_key"] == "*"), "n_events"].sum()
     )
-    params = {**config.params(), **window.params(), "training_samples": training_samples}
+    params = {
+        **config.params(),
+        **window.params(),
+        "training_samples": training_samples,
+        "reward_components": reward_components(cells),  # the training window's, logged as MLflow metrics
+    }
     policy = RoutingPolicy(posteriors, agents, config.context_keys, params=params)
 
     if config.contextual_model:
         t2 = time.perf_counter()
         policy = _maybe_contextual(cells, window, config, daily, policy)
         timings["contextual_model"] = (time.perf_counter() - t2) * 1000
-    held_out = joint_cells(con, window.cutoff, window.eval_end, config.context_keys, config.reward_rule)
+    held_out = joint_cells(
+        con, window.cutoff, window.eval_end, config.context_keys, config.reward_rule, config.reward_weights
+    )
     return TrainedCandidate(policy, daily, daily_from_cells(held_out, config.context_keys), timings)
 
 
@@ -304,7 +323,12 @@ def _online_evidence(con, window: Window, config: CycleConfig, champion: Routing
     if since is None or date.fromisoformat(since) >= window.cutoff:
         return None
     return outcome_stream(
-        con, date.fromisoformat(since), window.eval_end, config.context_keys, config.reward_rule
+        con,
+        date.fromisoformat(since),
+        window.eval_end,
+        config.context_keys,
+        config.reward_rule,
+        config.reward_weights,
     )
 
 
@@ -313,7 +337,7 @@ def evaluate_window(
 ) -> tuple[CycleEvaluation, float, int]:
     t0 = time.perf_counter()
     events, candidates = held_out_events(
-        con, window.cutoff, window.eval_end, config.context_keys, config.reward_rule
+        con, window.cutoff, window.eval_end, config.context_keys, config.reward_rule, config.reward_weights
     )
     load_ms = (time.perf_counter() - t0) * 1000
     if events.empty:

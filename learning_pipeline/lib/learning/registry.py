@@ -271,6 +271,10 @@ def log_cycle(
             )
             metrics = {k: float(v) for k, v in result.metrics().items() if v is not None and np.isfinite(v)}
             mlflow.log_metrics(stable_metric_names(metrics, result.evaluation.reference))
+            # the training window's mean reward and its components (base, cost and latency penalties)
+            mlflow.log_metrics(
+                {f"reward.{k}": float(v) for k, v in (params.get("reward_components") or {}).items()}
+            )
             mlflow.log_artifact(str(policy_dir / "posteriors.parquet"), artifact_path="posteriors")
             for path in plots:
                 mlflow.log_artifact(str(path), artifact_path="plots")

@@ -146,6 +146,12 @@ class SimulationConfig:
     # (drawn from truth_seed) whose logit gains this much there: an agent x complexity x domain interaction
     # that neither key alone nor the task type explains. 0: context effects are additive only.
     joint_context_effect: float = 0.0
+    # True: agents trade quality against cost and latency. Agents ranked by their mean success probability get
+    # mean costs and latency medians spread geometrically over these ranges, the least successful the cheapest
+    # and fastest, the most successful the most expensive and slowest (SimulationTruth.agent_cost_usd).
+    cost_tradeoff: bool = False
+    tradeoff_cost_usd: tuple[float, float] = (0.002, 0.2)  # mean cost of an event, cheapest .. dearest agent
+    tradeoff_latency_ms: tuple[float, float] = (300.0, 3000.0)  # latency median, fastest .. slowest agent
 
     def __post_init__(self) -> None:
         self.end_date = as_date(self.end_date)
@@ -184,6 +190,10 @@ class SimulationConfig:
             raise ValueError("file_events must be >= 1")
         if self.joint_context_effect < 0:
             raise ValueError("joint_context_effect must be >= 0")
+        for name in ("tradeoff_cost_usd", "tradeoff_latency_ms"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{name} must be a range 0 < low <= high")
         if self.gap is not None and not 0 < self.gap < 1:
             raise ValueError("gap must be within (0, 1)")
         if self.switch_task_types is not None:

@@ -124,6 +124,8 @@ def _base_columns(cfg: SimulationConfig, truth: SimulationTruth, unit: _Unit, rn
 
     # Latencies: agent speed x complexity, lognormal; timeouts hit the budget.
     agent_median = 350.0 * (1.0 + (np.arange(n_a) * 0.618) % 1.0 * 4.0)  # deterministic per agent, 350..1750
+    if cfg.cost_tradeoff:
+        agent_median = truth.agent_latency_ms
     cx_mult = np.linspace(0.7, 1.8, len(cfg.complexities))
     llm = agent_median[agent] * cx_mult[cx] * rng.lognormal(0.0, 0.45, size=n)
     overhead = rng.lognormal(math.log(40.0), 0.5, size=n)
@@ -146,6 +148,8 @@ def _base_columns(cfg: SimulationConfig, truth: SimulationTruth, unit: _Unit, rn
     model = agent % len(_MODELS)
     price = np.array([m[2] for m in _MODELS])[model]
     cost = np.round(tokens / 1000.0 * price, 6)
+    if cfg.cost_tradeoff:
+        cost = np.round(truth.agent_cost_usd[agent] * rng.lognormal(0.0, 0.25, size=n), 6)
     quality = np.select(
         [status == 0, status == 1], [rng.beta(8, 2, size=n), rng.beta(4, 4, size=n)], rng.beta(1, 8, size=n)
     )

@@ -92,6 +92,12 @@ class SimulationTruth:
 
         self.base_logits = (base, base_after)
         self.success = (probs(base), probs(base_after))  # regime 0 before switch_day, 1 from it on
+        # Cost and latency per agent (cost_tradeoff): rising with the agent's mean success probability.
+        rank = np.argsort(np.argsort(self.success[0].mean(axis=(1, 2, 3)), kind="stable"), kind="stable")
+        step = rank / max(n_a - 1, 1)
+        (c_lo, c_hi), (l_lo, l_hi) = cfg.tradeoff_cost_usd, cfg.tradeoff_latency_ms
+        self.agent_cost_usd = c_lo * (c_hi / c_lo) ** step if cfg.cost_tradeoff else None  # (A,) mean cost
+        self.agent_latency_ms = l_lo * (l_hi / l_lo) ** step if cfg.cost_tradeoff else None  # (A,) median
         self.task_probs = _normalized(cfg.task_weights) if cfg.task_weights else np.full(n_t, 1.0 / n_t)
         self.complexity_probs = _normalized(cfg.complexity_weights)
         self.domain_probs = _normalized(cfg.domain_weights)
@@ -319,6 +325,14 @@ class SimulationTruth:
                 for t, task in enumerate(cfg.task_types)
             }
             if cfg.propensities
+            else None,
+            "agent_costs": {
+                agent: {"cost_usd": float(cost), "latency_ms": float(latency)}
+                for agent, cost, latency in zip(
+                    cfg.agents, self.agent_cost_usd, self.agent_latency_ms, strict=True
+                )
+            }
+            if cfg.cost_tradeoff
             else None,
             "values": {
                 "oracle": self.oracle_value(),
