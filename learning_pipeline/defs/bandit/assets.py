@@ -2,7 +2,7 @@
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import dagster as dg
 import numpy as np
@@ -14,15 +14,17 @@ from learning_pipeline.defs.partitions import ALL_DAYS
 from learning_pipeline.defs.resources import LakeResource
 from learning_pipeline.defs.stats.assets import stats_connection
 from learning_pipeline.lib.bandit.plots import plot_posteriors
+from learning_pipeline.lib.bandit.policy import DEFAULT_CONTEXT_KEYS
 from learning_pipeline.lib.bandit.thompson import ALL, Recommender, compute_posteriors, decay_factor
+from learning_pipeline.lib.learning.data import daily_from_cells, joint_cells, reward_evidence, reward_vars
 from learning_pipeline.lib.storage.lake import LakePaths, write_bytes_atomic, write_parquet_atomic
-from learning_pipeline.lib.storage.warehouse import table_names
+from learning_pipeline.lib.storage.warehouse import lake_connection, table_names
 
 PARAMS_FILE = "_params.json"  # priors and decay of the current posteriors, beside the Parquet file
 
 
 class PosteriorConfig(dg.Config):
-    """Keyword arguments of compute_posteriors."""
+    """Keyword arguments of compute_posteriors, and the reward the posteriors learn."""
 
     alpha0: float = 1.0
     beta0: float = 1.0
@@ -30,6 +32,22 @@ class PosteriorConfig(dg.Config):
     as_of: str | None = None  # reference day for decay; default: the latest event day
     n_samples: int = 1000
     seed: int = 0
+    # the reward (dbt_like_sql/macros/reward.sql): base rule and penalty weights per task type, {"*": {"cost":
+    # per USD, "latency": per second}, "<task type>": {...}}. The daily aggregates hold the graded rule
+    # without penalties; another reward is computed from the events (clipping makes it non-additive).
+    reward_rule: str = "graded"
+    reward_weights: dict[str, dict[str, float]] = {}
+
+
+def reward_daily(paths: LakePaths, config: PosteriorConfig) -> pd.DataFrame:
+    """Daily aggregates of every day as Beta evidence of the configured reward."""
+    with lake_connection(paths) as con:
+        if "outcome_events" not in table_names(con):
+            raise dg.Failure("no outcome events in the lake yet: materialize outcome_events first")
+        cells = joint_cells(
+            con, date.min, date.max, DEFAULT_CONTEXT_KEYS, config.reward_rule, config.reward_weights
+        )
+    return reward_evidence(daily_from_cells(cells, DEFAULT_CONTEXT_KEYS))
 
 
 class RecommendationConfig(dg.Config):
@@ -53,12 +71,16 @@ def read_params(paths: LakePaths) -> dict:
 )
 def agent_posteriors(config: PosteriorConfig, lake: LakeResource) -> dg.MaterializeResult:
     paths = lake.paths
-    with stats_connection(paths) as con:
-        names = table_names(con)
-        if "agent_daily_stats" not in names:
-            raise dg.Failure("no daily aggregates in the lake yet: materialize agent_daily_stats first")
-        daily = con.execute("SELECT * FROM agent_daily_stats").df()
-    post = compute_posteriors(daily, **config.model_dump())
+    reward = reward_vars(config.reward_rule, config.reward_weights)  # raises on a bad rule or weight
+    if reward != reward_vars():
+        daily = reward_daily(paths, config)
+    else:
+        with stats_connection(paths) as con:
+            names = table_names(con)
+            if "agent_daily_stats" not in names:
+                raise dg.Failure("no daily aggregates in the lake yet: materialize agent_daily_stats first")
+            daily = con.execute("SELECT * FROM agent_daily_stats").df()
+    post = compute_posteriors(daily, **config.model_dump(exclude={"reward_rule", "reward_weights"}))
     write_parquet_atomic(
         paths.table("agent_posteriors") / "data.parquet", pa.Table.from_pandas(post, preserve_index=False)
     )
@@ -68,6 +90,8 @@ def agent_posteriors(config: PosteriorConfig, lake: LakeResource) -> dg.Material
         "half_life_days": config.half_life_days,
         "decay_factor": decay_factor(config.half_life_days),
         "as_of": config.as_of,
+        "reward_rule": config.reward_rule,
+        "reward_weights": config.reward_weights,
     }
     write_bytes_atomic(paths.table("agent_posteriors") / PARAMS_FILE, json.dumps(params).encode())
     plot = plot_posteriors(post, paths.root / "plots" / "agent_posteriors.png")

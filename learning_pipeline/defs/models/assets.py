@@ -39,6 +39,8 @@ class CandidateConfig(dg.Config):
     contextual_model: bool = True  # fit a scikit-learn success model; kept only if it wins on validation
     validation_days: int = 2
     reward_rule: str = "graded"  # "graded" (partial = quality) or "success"
+    # penalty weights per task type, "*" the default row: {"*": {"cost": per USD, "latency": per second}}
+    reward_weights: dict[str, dict[str, float]] = {}
     # > 0: the version keeps learning while it serves, from the outcomes posted to the decision service, in
     # epochs of this many seconds; the gate replays exactly that (lib/bandit/online.py). 0: frozen.
     online_epoch_seconds: float = 0.0

@@ -8,6 +8,7 @@ import dagster as dg
 from learning_pipeline.defs.metadata import markdown_table
 from learning_pipeline.defs.partitions import ALL_DAYS, ONE_DAY, daily_partitions, follows_new_data
 from learning_pipeline.defs.resources import LakeResource
+from learning_pipeline.lib.learning.data import reward_vars
 from learning_pipeline.lib.training.agent_configs import ConfigRules, agent_configs_dir
 from learning_pipeline.lib.training.training_data import (
     DEFAULT_SYSTEM_PROMPT,
@@ -69,6 +70,10 @@ def sft_pairs(
 
 class RoutingPairsConfig(dg.Config):
     min_samples: int = 20
+    # the reward candidates are ranked by (dbt_like_sql/macros/reward.sql): base rule and penalty weights per
+    # task type, {"*": {"cost": per USD, "latency": per second}, "<task type>": {...}}; {}: no penalties
+    reward_rule: str = "graded"
+    reward_weights: dict[str, dict[str, float]] = {}
 
 
 @dg.asset(
@@ -77,11 +82,16 @@ class RoutingPairsConfig(dg.Config):
     description=(
         "Per task class (task_type, context complexity or '*') every (agent, model) candidate with executions, "
         "success rate, quality, latency p50 and cost, ranked; the best is the top eligible candidate "
-        "(at least min_samples executions) by success rate, then quality. Table lake/routing_pairs."
+        "(at least min_samples executions) by mean reward, then success rate and quality. Table "
+        "lake/routing_pairs."
     ),
 )
 def routing_pairs(config: RoutingPairsConfig, lake: LakeResource) -> dg.MaterializeResult:
-    result = build_routing_pairs(lake.paths, min_samples=config.min_samples)
+    result = build_routing_pairs(
+        lake.paths,
+        min_samples=config.min_samples,
+        reward=reward_vars(config.reward_rule, config.reward_weights),
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": result.table.num_rows,

@@ -277,20 +277,29 @@ class RoutingResult:
 
 
 def build_routing_pairs(
-    paths: LakePaths, min_samples: int = 20, project: SqlProject | None = None
+    paths: LakePaths,
+    min_samples: int = 20,
+    project: SqlProject | None = None,
+    reward: dict[str, Any] | None = None,
 ) -> RoutingResult:
-    """Rank every (agent, model) candidate per task class over all events; write lake/routing_pairs."""
+    """Rank every (agent, model) candidate per task class over all events by mean reward; write
+    lake/routing_pairs. `reward`: the reward macro's SQL vars (`lib.learning.data.reward_vars`), default none
+    (the base rule without penalties)."""
     if int(min_samples) < 1:
         raise ValueError(f"min_samples must be at least 1, got {min_samples}")
     con = training_connection(
-        paths, ["routing_pairs"], vars={"routing_min_samples": int(min_samples)}, project=project
+        paths,
+        ["routing_pairs"],
+        vars={"routing_min_samples": int(min_samples), **(reward or {})},
+        project=project,
     )
     try:
         table = con.sql("SELECT * FROM routing_pairs ORDER BY task_type, complexity, rank").to_arrow_table()
         best = (
             con.sql(
                 """
-            SELECT task_type, complexity, agent_name, model, executions, success_rate, quality_mean
+            SELECT task_type, complexity, agent_name, model, executions, success_rate, reward_mean,
+                   cost_mean_usd, quality_mean
             FROM routing_pairs WHERE is_best ORDER BY task_type, complexity
             """
             )

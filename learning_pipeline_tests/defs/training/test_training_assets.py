@@ -202,6 +202,8 @@ def _pandas_routing(paths: LakePaths, min_samples: int) -> pd.DataFrame:
     df["complexity"] = df["context"].map(lambda c: (json.loads(c) or {}).get("complexity") if c else None)
     df["latency"] = df["latency_ms"].fillna(df["duration_ms"])
     df["ok"] = (df["status"] == "success").astype(float)
+    # the reward without penalty weights: success 1, partial its quality (0.5 when missing), else 0
+    df["reward"] = df["ok"].where(df["status"] != "partial", df["quality_score"].fillna(0.5))
 
     def stats(frame, complexity):
         g = frame.groupby(["task_type", "agent_name", "model"])
@@ -209,6 +211,7 @@ def _pandas_routing(paths: LakePaths, min_samples: int) -> pd.DataFrame:
             {
                 "executions": g.size(),
                 "success_rate": g["ok"].mean(),
+                "reward_mean": g["reward"].mean(),
                 "quality_mean": g["quality_score"].mean(),
                 "latency_p50_ms": g["latency"].median(),
                 "cost_total_usd": g["cost_usd"].sum(),
@@ -227,13 +230,14 @@ def _pandas_routing(paths: LakePaths, min_samples: int) -> pd.DataFrame:
             "task_type",
             "complexity",
             "eligible",
+            "reward_mean",
             "success_rate",
             "quality_mean",
             "executions",
             "agent_name",
             "model",
         ],
-        ascending=[True, True, False, False, False, False, True, True],
+        ascending=[True, True, False, False, False, False, False, True, True],
         na_position="last",
     )
     stats_df["rank"] = stats_df.groupby(["task_type", "complexity"]).cumcount() + 1
@@ -257,7 +261,7 @@ def test_routing_pairs_match_pandas(simulated_lake):
     assert (merged["_merge"] == "both").all()
     assert (merged["executions"] == merged["executions_pd"]).all()
     assert (merged["rank"] == merged["rank_pd"]).all()
-    for column in ("success_rate", "quality_mean", "latency_p50_ms", "cost_total_usd"):
+    for column in ("success_rate", "reward_mean", "quality_mean", "latency_p50_ms", "cost_total_usd"):
         assert np.allclose(merged[column], merged[f"{column}_pd"], equal_nan=True), column
     assert (merged["eligible"] == merged["eligible_pd"]).all()
 

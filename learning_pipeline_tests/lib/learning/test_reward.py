@@ -21,6 +21,7 @@ from learning_pipeline.lib.learning.data import (
 )
 from learning_pipeline.lib.storage.sql_runner import SqlProject
 from learning_pipeline.lib.storage.warehouse import lake_connection
+from learning_pipeline.lib.training.training_data import build_routing_pairs
 from learning_pipeline_tests._models_fixtures import simulated_lake
 
 DAY = date(2025, 3, 1)
@@ -185,21 +186,25 @@ def test_posterior_evidence_is_the_reward_sum():
     assert reward_evidence(plain).equals(plain)
 
 
-def test_cost_aware_routing_prefers_the_cheaper_agent_only_when_cost_weighs(tmp_path):
+@pytest.fixture(scope="module")
+def tradeoff_world(tmp_path_factory):
+    """One task type, three agents; the most successful is the dearest (cost_tradeoff)."""
+    world = dict(agents=("a1", "a2", "a3"), task_types=("analysis",), cost_tradeoff=True, gap=0.1)
+    root = tmp_path_factory.mktemp("reward") / "data"
     paths, _, truth = simulated_lake(
-        tmp_path / "data",
-        days=6,
-        events_per_day=3000,
-        seed=1,
-        end_date="2025-02-06",
-        agents=("a1", "a2", "a3"),
-        task_types=("analysis",),
-        cost_tradeoff=True,
-        gap=0.1,
+        root, days=6, events_per_day=3000, seed=1, end_date="2025-02-06", **world
     )
     success = truth.success[0].mean(axis=(1, 2, 3))
     best = int(np.argmax(success))
     assert truth.agent_cost_usd[best] == truth.agent_cost_usd.max()  # the most successful is the dearest
+    # with 2 reward units per USD the expected reward (success share minus 2 x mean cost) favours another agent
+    cost_aware = int(np.argmax(success - 2.0 * truth.agent_cost_usd))
+    assert cost_aware != best
+    return paths, truth.config.agents[best], truth.config.agents[cost_aware]
+
+
+def test_cost_aware_routing_prefers_the_cheaper_agent_only_when_cost_weighs(tradeoff_world):
+    paths, best, cost_aware = tradeoff_world
     request = pd.DataFrame({"task_type": ["analysis"], "complexity": [None], "domain": [None]})
     chosen = {}
     for weight in (0.0, 2.0):
@@ -210,8 +215,15 @@ def test_cost_aware_routing_prefers_the_cheaper_agent_only_when_cost_weighs(tmp_
         components = trained.policy.params["reward_components"]
         assert components["mean_reward"] <= components["mean_base"]
         assert (components["mean_cost_penalty"] > 0) == (weight > 0)
-    assert chosen[0.0] == "a1" == truth.config.agents[best]
-    # with 2 reward units per USD the expected reward (success share minus 2 x mean cost) favours another agent
-    cost_aware = int(np.argmax(success - 2.0 * truth.agent_cost_usd))
-    assert cost_aware != best
-    assert chosen[2.0] == truth.config.agents[cost_aware]
+    assert chosen == {0.0: best, 2.0: cost_aware}
+
+
+def test_routing_pairs_rank_by_the_reward_and_report_cost(tradeoff_world):
+    paths, best, cost_aware = tradeoff_world
+    chosen = {}
+    for weight in (0.0, 2.0):
+        result = build_routing_pairs(paths, reward=reward_vars("graded", {"*": {"cost": weight}}))
+        top = [row for row in result.best if row["complexity"] == "*"]
+        assert len(top) == 1 and top[0]["cost_mean_usd"] > 0
+        chosen[weight] = top[0]["agent_name"]
+    assert chosen == {0.0: best, 2.0: cost_aware}

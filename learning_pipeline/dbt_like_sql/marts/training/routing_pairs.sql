@@ -2,8 +2,9 @@
 -- Routing evidence: for every task class, every candidate (agent, model) with its stats, ranked.
 -- A task class is (task_type, complexity); complexity = '*' pools all events of the task type, and an
 -- event without context.complexity is counted under '*' only.
--- Rank: candidates with at least var routing_min_samples executions first, then success rate, quality
--- mean (NULLs last), executions, agent_name, model. The best candidate is rank 1 when it is eligible;
+-- Rank: candidates with at least var routing_min_samples executions first, then the mean reward (the bandit's
+-- rule, macro `reward`: with cost or latency weights a cheaper candidate can outrank a more successful one),
+-- success rate, quality mean (NULLs last), executions, agent_name, model. Cost is reported beside it. The best candidate is rank 1 when it is eligible;
 -- a class without an eligible candidate has no best (best_agent NULL).
 with stats as (
     select
@@ -17,6 +18,9 @@ with stats as (
         count(*) filter (where status = 'partial') as partials,
         count(*) filter (where status = 'timeout') as timeouts,
         count(*) filter (where status = 'success') / count(*) as success_rate,
+        avg(reward) as reward_mean,
+        avg(cost_penalty) as cost_penalty_mean,
+        avg(latency_penalty) as latency_penalty_mean,
         count(quality_score) as quality_n,
         avg(quality_score) as quality_mean,
         quantile_cont(latency_ms, 0.5) as latency_p50_ms,
@@ -38,7 +42,7 @@ ranked as (
         executions >= {{ var('routing_min_samples', 20) }} as eligible,
         row_number() over (
             partition by task_type, complexity
-            order by executions >= {{ var('routing_min_samples', 20) }} desc, success_rate desc,
+            order by executions >= {{ var('routing_min_samples', 20) }} desc, reward_mean desc, success_rate desc,
                      quality_mean desc nulls last, executions desc, agent_name, model
         ) as rank
     from filtered
@@ -54,6 +58,9 @@ select
     partials,
     timeouts,
     success_rate,
+    reward_mean,
+    cost_penalty_mean,
+    latency_penalty_mean,
     quality_n,
     quality_mean,
     latency_p50_ms,
