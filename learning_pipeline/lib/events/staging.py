@@ -363,8 +363,8 @@ def _routed_sql(source_sql: str, landing_file: str, received_at: datetime, rules
     return staged_sql(lineage, rules)
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
+def _connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={"threads": threads} if threads else {})
     con.execute("SET TimeZone = 'UTC'")
     return con
 
@@ -437,7 +437,11 @@ def _commit_parts(con, paths: LakePaths, out_dir: Path, file_id: str, relative: 
 
 
 def stage_file(
-    paths: LakePaths, path: Path, rules: StagingRules, received_at: datetime | None = None
+    paths: LakePaths,
+    path: Path,
+    rules: StagingRules,
+    received_at: datetime | None = None,
+    threads: int | None = None,
 ) -> StagedFile | None:
     """Split one landing file by routing date into staging Parquet and commit it to the log.
 
@@ -456,7 +460,7 @@ def stage_file(
     file_id = f"{_file_id(relative)}-{token}"
     paths.staging.mkdir(parents=True, exist_ok=True)
     error = set_aside = None
-    con = _connect()
+    con = _connect(threads)
     try:
         try:
             _copy_records(con, path, relative, received_at, rules, out_dir)
@@ -530,12 +534,17 @@ def stage_pending(paths: LakePaths, rules: StagingRules, max_files: int | None =
     """
     with stage_lock(paths):
         pending = pending_landing_files(paths)[:max_files]
-        with ThreadPoolExecutor(max_workers=max(1, min(len(pending), os.cpu_count() or 1))) as pool:
+        workers = max(1, min(len(pending), os.cpu_count() or 1))
+        # The cores are shared out between the files staged at once, not oversubscribed.
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             # Arrival times in landing order, taken before the threads start: a file listed later never
             # counts as arriving first (it would win the de-duplication of an event both files carry).
             now = datetime.now(UTC)
             arrivals = [now + timedelta(microseconds=i) for i in range(len(pending))]
-            staged = list(pool.map(lambda path, at: stage_file(paths, path, rules, at), pending, arrivals))
+            staged = list(
+                pool.map(lambda path, at: stage_file(paths, path, rules, at, threads), pending, arrivals)
+            )
     return [entry for entry in staged if entry is not None]
 
 
