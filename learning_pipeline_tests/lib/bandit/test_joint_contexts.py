@@ -62,7 +62,7 @@ def test_the_cycle_roll_up_equals_the_sql_model_whatever_the_key_order(joint_wor
         cells = joint_cells(con, date(2025, 2, 1), END, keys, "graded")
         frames.append(daily_from_cells(cells, keys))
     frames = [
-        f[frames[-1].columns]
+        f[frames[0].columns.intersection(frames[-1].columns)]  # the roll-up adds the reward evidence
         .assign(event_date=pd.to_datetime(f["event_date"]).dt.date)
         .sort_values(KEYS, ignore_index=True)
         for f in frames
