@@ -384,10 +384,13 @@ class DecisionService:
         stamps = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce", format="ISO8601")
         frame["timestamp"] = stamps.fillna(pd.Timestamp(at or _now()))
         context = pd.DataFrame.from_records([c if isinstance(c, Mapping) else {} for c in frame["context"]])
-        frame["reward"] = rewards(frame)
         for served in learners:
             policy = served.policy
-            rows = frame[["task_type", "agent_name", "reward", "timestamp"]].copy()
+            rows = frame[["task_type", "agent_name", "timestamp"]].copy()
+            # the version's own reward rule and weights: the rule its gate replayed
+            rows["reward"] = rewards(
+                frame, policy.params.get("reward_rule", "graded"), policy.params.get("reward_weights") or None
+            )
             for key in policy.context_keys:
                 rows[key] = context[key].astype(object) if key in context.columns else None
             since = policy.params.get("cutoff")
