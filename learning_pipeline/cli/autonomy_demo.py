@@ -2,7 +2,9 @@
 
 Day by day (the clock is the simulated day's evening): the day's events land, are ingested, the
 continuous-learning sensor decides (its reason is printed), a requested cycle trains/evaluates/registers a
-version, then approvals, graduation and alerts run. From `switch_day` on the best agent of every task type
+version, then approvals, graduation and alerts run. Every job runs through the workspace's code location, as
+in `demo`: the runs are listed and re-executable in the UI, and the simulated clock reaches them as run config
+of the `autonomy` resource. From `switch_day` on the best agent of every task type
 changes: success rates drop, alerts fire, the loop wakes up if it had converged. A version that graduates to
 shadow waits for a person: `learning-pipeline graduation approve VERSION --by NAME --reason TEXT`.
 """

@@ -4,20 +4,23 @@ through the GraphQL API the Dagster UI uses, on the code location the UI loads (
 import os
 import subprocess
 import sys
-import time
 
 import dagster as dg
 import duckdb
 import pytest
-from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
-from learning_pipeline.cli.code_location_runs import WORKSPACE_FILE
 from learning_pipeline.lib.events.staging import read_log
 from learning_pipeline.lib.storage.lake import DATA_DIR_ENV, LakePaths
 from learning_pipeline_tests._servers import demo_command
+from learning_pipeline_tests.cli._dagster_ui import (
+    LOCATION,
+    REPOSITORY,
+    graphql,
+    reexecute,
+    run_demo,
+    ui_context,
+)
 
-LOCATION = "learning_pipeline.definitions:defs"
-REPOSITORY = "__repository__"
 DAYS = 3
 
 
@@ -25,33 +28,14 @@ DAYS = 3
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     data_dir, home = root / "data", root / "dagster_home"
-    out = subprocess.run(
-        demo_command(data_dir, home, days=DAYS, seed=3),
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return data_dir, home, out
+    return data_dir, home, run_demo(demo_command(data_dir, home, days=DAYS, seed=3))
 
 
 @pytest.fixture(scope="module")
 def ui(demo):
     """What `make ui` serves after the demo: the workspace's code location over the demo's instance."""
-    data_dir, home, _ = demo
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv(DATA_DIR_ENV, str(data_dir))
-        env.setenv("DAGSTER_HOME", str(home))
-        env.delenv("LEARNING_PIPELINE_START_DATE", raising=False)
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            with define_out_of_process_context(str(WORKSPACE_FILE), None, instance) as context:
-                yield instance, context
-
-
-def graphql(context, query: str, variables: dict | None = None) -> dict:
-    result = execute_dagster_graphql(context, query, variables)
-    assert not result.errors, result.errors
-    return result.data
+    with ui_context(*demo[:2]) as ui:
+        yield ui
 
 
 def test_demo_runs_every_job_and_reports(demo):
@@ -99,38 +83,14 @@ def test_demo_runs_belong_to_the_code_location_the_ui_loads(demo, ui):
         assert {r["repositoryOrigin"]["repositoryLocationName"] for r in results} == {LOCATION}
 
 
-REEXECUTE = """
-mutation Reexecute($parentRunId: String!) {
-  launchRunReexecution(reexecutionParams: {parentRunId: $parentRunId, strategy: ALL_STEPS}) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message stack }
-  }
-}
-"""
-
-
 def test_a_demo_run_can_be_re_executed_from_the_ui(demo, ui):
     instance, context = ui
     [parent] = instance.get_runs(
         dg.RunsFilter(job_name="daily_job", tags={"dagster/partition": _days(demo)[0]})
     )
-    data = graphql(context, REEXECUTE, {"parentRunId": parent.run_id})
-    launched = data["launchRunReexecution"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    # The UI queues it (the instance's run queue); the daemon under `make ui` launches queued runs like this.
-    if instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.QUEUED:
-        instance.launch_run(run_id, context)
-    deadline = time.monotonic() + 900
-    while not (run := instance.get_run_by_id(run_id)).is_finished:
-        assert time.monotonic() < deadline, "the re-execution did not finish"
-        time.sleep(1)
+    run = reexecute(instance, context, parent.run_id)
     assert run.status == dg.DagsterRunStatus.SUCCESS
-    assert (
-        run.parent_run_id == parent.run_id
-        and run.tags["dagster/partition"] == parent.tags["dagster/partition"]
-    )
+    assert run.tags["dagster/partition"] == parent.tags["dagster/partition"]
 
 
 SENSOR = """
