@@ -165,7 +165,7 @@ def error_list_sql(rules: StagingRules) -> str:
 
 
 def _checked_sql(source_sql: str, rules: StagingRules) -> str:
-    """Staged records as typed values plus their errors; the raw record is kept only for rejected ones."""
+    """Records as typed values plus their errors; the raw record is kept only for rejected ones."""
     values = ", ".join(f"{_value_sql(f)} AS {_v(f)}" for f in EVENT_FIELDS)
     raw = (
         "coalesce(raw_record, to_json(struct_pack("
