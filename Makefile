@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo test lint ui mlflow-ui screenshots install clean
+.PHONY: demo test lint ui mlflow-ui screenshots install clean up down status
 
 # constraints.txt pins every transitive package to the versions the suite was last run with.
 $(STAMP): pyproject.toml constraints.txt
@@ -48,6 +48,21 @@ mlflow-ui: $(STAMP)
 screenshots: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m learning_pipeline.cli.browser_check \
 		--data-dir $(DATA_DIR) --dagster-home $(DAGSTER_HOME) --out docs/screenshots
+
+# The production-like stack on loopback (deploy/stack.py): Dagster webserver (:3000) and daemon on PostgreSQL,
+# MLflow (:5000) on PostgreSQL, the Learning API (:8000); pid files, logs and data under $(STACK_DIR).
+# STACK_ARGS passes more options, e.g. STACK_ARGS="--api-port 8001".
+STACK_DIR ?= .stack
+STACK_ARGS ?=
+
+up: $(STAMP)
+	$(BIN)/python deploy/stack.py up --state-dir $(STACK_DIR) $(STACK_ARGS)
+
+down:
+	$(BIN)/python deploy/stack.py down --state-dir $(STACK_DIR)
+
+status:
+	$(BIN)/python deploy/stack.py status --state-dir $(STACK_DIR) $(STACK_ARGS)
 
 clean:
 	rm -rf $(DATA_DIR) $(DAGSTER_HOME)
