@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 ALL = "*"
 JOINT_SEPARATOR = "&"
-# Events a context bucket needs before it answers for its requests (fewer: the next, broader level answers).
+# Events each agent of a context bucket needs before the bucket answers (fewer: the next, broader level answers).
 DEFAULT_MIN_EVIDENCE = 30
 
 

@@ -2,7 +2,8 @@
 then rank agents by posterior mean or by one Thompson draw each.
 
 Resolution, agent rows first (`Recommender`): a request (task_type, context) resolves to the first group of
-the table with at least `min_evidence` events (context buckets; level rows always answer) along
+the table where every agent with a row has at least `min_evidence` events (context buckets; level rows
+always answer: a thin joint bucket never outvotes a well-measured task level) along
 
     (task, joint bucket) -> (task, key/value) for each context key in a fixed order -> (task, '*', '*')
     -> ('*', joint bucket) -> ('*', key/value) in the same order -> ('*', '*', '*') -> the prior
@@ -92,7 +93,7 @@ class Recommender:
 
     posteriors: task_type, context_key, context_value, agent_name, alpha, beta (+ n_events). alpha0, beta0
     > 0: the prior. agents: the k candidates (default: the table's). context_keys: the order single keys are
-    tried in. min_evidence >= 0: events (summed over agents) a context bucket needs to answer.
+    tried in. min_evidence >= 0: events each agent of a context bucket needs for it to answer.
     Index: `agents` (k,); `alpha`, `beta`, `mean` (g + 1, k), a row per group plus `prior_row` (the prior).
     """
 
@@ -171,7 +172,8 @@ class Recommender:
         self.mean = self.alpha / (self.alpha + self.beta)
         self.prior_row = n_rows - 1
         n_ev = table["n_events"].to_numpy(float) if "n_events" in table.columns else np.full(len(gi), np.inf)
-        evidence = np.bincount(gi, weights=n_ev, minlength=len(group_keys))
+        evidence = np.full(len(group_keys), np.inf)  # the fewest events of any agent with a row in the group
+        np.minimum.at(evidence, gi, n_ev)
         self._groups = group_of  # resolution uses level rows and context buckets with enough evidence
         ok_rows = {i for i, g in enumerate(group_keys) if g[1] == ALL or not evidence[i] < self.min_evidence}
         self._row = {g: i for g, i in group_of.items() if i in ok_rows}
