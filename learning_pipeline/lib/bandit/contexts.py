@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 ALL = "*"
 JOINT_SEPARATOR = "&"
-# Events each agent of a context bucket needs before the bucket answers (fewer: the next, broader level answers).
+# Events an agent needs in a context bucket before its row there counts (fewer: its broader row answers).
 DEFAULT_MIN_EVIDENCE = 30
 
 

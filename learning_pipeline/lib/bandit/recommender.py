@@ -2,8 +2,8 @@
 then rank agents by posterior mean or by one Thompson draw each.
 
 Resolution, agent rows first (`Recommender`): a request (task_type, context) resolves to the first group of
-the table where every agent with a row has at least `min_evidence` events (context buckets; level rows
-always answer: a thin joint bucket never outvotes a well-measured task level) along
+the table where some agent has at least `min_evidence` events (context buckets; level rows always answer)
+along
 
     (task, joint bucket) -> (task, key/value) for each context key in a fixed order -> (task, '*', '*')
     -> ('*', joint bucket) -> ('*', key/value) in the same order -> ('*', '*', '*') -> the prior
@@ -11,8 +11,9 @@ always answer: a thin joint bucket never outvotes a well-measured task level) al
 The joint bucket is that of all the context keys the request has values for (`contexts.joint_bucket`, the
 same name the SQL macro gives it), so key order never matters; single keys are tried in the recommender's
 order, never the request's: configured `context_keys` first, then the table's other keys by name. Within a
-group an agent without a row of its own takes the next level's row along the same chain (a joint group goes
-through its single keys first).
+group an agent without a row of its own, or with fewer than `min_evidence` events there, takes the next
+level's row along the same chain (a joint group goes through its single keys first): each agent is judged at
+the most specific level where it has been measured, so a thin estimate never outvotes a well-measured one.
 
 Shapes: g (task_type, context_key, context_value) groups of the table, k candidate agents, m requests.
 """
@@ -93,7 +94,7 @@ class Recommender:
 
     posteriors: task_type, context_key, context_value, agent_name, alpha, beta (+ n_events). alpha0, beta0
     > 0: the prior. agents: the k candidates (default: the table's). context_keys: the order single keys are
-    tried in. min_evidence >= 0: events each agent of a context bucket needs for it to answer.
+    tried in. min_evidence >= 0: events an agent needs in a context bucket for its row there to count.
     Index: `agents` (k,); `alpha`, `beta`, `mean` (g + 1, k), a row per group plus `prior_row` (the prior).
     """
 
@@ -146,8 +147,13 @@ class Recommender:
             (agent_pos.get(a, -1) for a in table["agent_name"].astype(str)), dtype=np.int64, count=len(keys)
         )
         ok = ai >= 0
-        raw_a[gi[ok], ai[ok]] = table["alpha"].to_numpy(float)[ok]
-        raw_b[gi[ok], ai[ok]] = table["beta"].to_numpy(float)[ok]
+        n_ev = table["n_events"].to_numpy(float) if "n_events" in table.columns else np.full(len(gi), np.inf)
+        # an agent's row in a context bucket counts only with min_evidence events of its own; thinner, the
+        # agent takes the next level's row (level rows always count)
+        level = np.array([k[1] == ALL for k in keys], dtype=bool)
+        counted = ok & (level | (n_ev >= self.min_evidence))
+        raw_a[gi[counted], ai[counted]] = table["alpha"].to_numpy(float)[counted]
+        raw_b[gi[counted], ai[counted]] = table["beta"].to_numpy(float)[counted]
 
         def chain(key: tuple[str, str, str]) -> list[int]:
             task, ck, cv = key
@@ -171,11 +177,10 @@ class Recommender:
                 filled |= take
         self.mean = self.alpha / (self.alpha + self.beta)
         self.prior_row = n_rows - 1
-        n_ev = table["n_events"].to_numpy(float) if "n_events" in table.columns else np.full(len(gi), np.inf)
-        evidence = np.full(len(group_keys), np.inf)  # the fewest events of any agent with a row in the group
-        np.minimum.at(evidence, gi, n_ev)
+        answers = np.zeros(len(group_keys), dtype=bool)  # a bucket answers when some agent in it counts
+        answers[gi[counted]] = True
         self._groups = group_of  # resolution uses level rows and context buckets with enough evidence
-        ok_rows = {i for i, g in enumerate(group_keys) if g[1] == ALL or not evidence[i] < self.min_evidence}
+        ok_rows = {i for i, g in enumerate(group_keys) if g[1] == ALL or answers[i]}
         self._row = {g: i for g, i in group_of.items() if i in ok_rows}
         self._tasks = sorted({k[0] for k in group_keys} - {ALL})
 

@@ -241,8 +241,8 @@ def test_thin_context_buckets_back_off_by_evidence(daily):
     """joint bucket -> single keys in the configured order -> task level, each passed over when thinner
     than min_evidence; single and batch resolution agree at every threshold."""
     post = compute_posteriors(daily)
-    # a bucket's evidence: the fewest events of any agent in it
-    evidence = post.groupby(["task_type", "context_key", "context_value"])["n_events"].min()
+    # a bucket answers when some agent has min_evidence events in it: its best-measured agent
+    evidence = post.groupby(["task_type", "context_key", "context_value"])["n_events"].max()
     task, ctx = "task_000", {"domain": "legal", "complexity": "low"}
     joint = ("complexity&domain", '["low","legal"]')
     joint_n = evidence.loc[(task, *joint)]
