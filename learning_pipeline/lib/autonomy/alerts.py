@@ -9,8 +9,9 @@ former store, `<data_dir>/autonomy/alerts.duckdb`, are imported once (the file i
 `alerts.duckdb.imported`).
 
 De-duplication: every alert carries a `dedup_key` naming its condition (e.g. `PERFORMANCE_DEGRADATION:agent`).
-A new alert with the same key is suppressed while an earlier one is unacknowledged, or was created less than
-`dedup_hours` ago; so a condition that holds on every sensor tick raises one alert, not one per tick.
+A new alert with the same key is suppressed while an earlier one of the same or a worse severity is
+unacknowledged, or was created less than `dedup_hours` ago; so a condition that holds on every sensor tick
+raises one alert, not one per tick, and a condition that gets worse (WARNING, then CRITICAL) still alerts.
 """
 
 from __future__ import annotations
@@ -117,9 +118,11 @@ class AlertStore:
         # a milestone is reached once: any earlier alert with its key suppresses it
         since = datetime(1970, 1, 1, tzinfo=UTC) if alert.alert_type == "MILESTONE" else now - self.dedup
         with self.store.write(ALERTS_TABLE.name, self.lock_timeout_seconds) as tx:
+            rank = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(SEVERITIES))
             recent = tx.execute(
-                "SELECT count(*) FROM agent_alerts WHERE dedup_key = ? AND (NOT acknowledged OR created_at > ?)",
-                [alert.dedup_key, since],
+                "SELECT count(*) FROM agent_alerts WHERE dedup_key = ? AND (NOT acknowledged OR created_at > ?)"
+                f" AND CASE severity {rank} END >= ?",
+                [alert.dedup_key, since, SEVERITIES.index(alert.severity)],
             ).fetchone()[0]
             if recent:
                 return None

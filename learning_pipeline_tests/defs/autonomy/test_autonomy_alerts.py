@@ -67,6 +67,21 @@ def test_degradation_rule_and_dedup(lake, capsys):
     assert len(store.list()) == 2
 
 
+def test_a_worse_severity_breaks_through_dedup_and_a_milder_one_does_not(lake):
+    store = AlertStore(lake.paths)
+
+    def alert(severity):
+        return Alert("PERFORMANCE_DEGRADATION", severity, "coder_agent degraded", "", "PD:coder_agent")
+
+    assert store.raise_alert(alert("WARNING"), now=NOW) is not None
+    assert store.raise_alert(alert("WARNING"), now=NOW + timedelta(minutes=5)) is None
+    critical = store.raise_alert(alert("CRITICAL"), now=NOW + timedelta(minutes=10))  # worse: not suppressed
+    assert critical is not None and critical["severity"] == "CRITICAL"
+    assert store.raise_alert(alert("CRITICAL"), now=NOW + timedelta(minutes=15)) is None
+    assert store.raise_alert(alert("WARNING"), now=NOW + timedelta(minutes=20)) is None  # milder: suppressed
+    assert sorted(store.list()["severity"]) == ["CRITICAL", "WARNING"]
+
+
 class _Receiver(BaseHTTPRequestHandler):
     received: list = []
 
