@@ -393,15 +393,9 @@ class DecisionService:
             )
             for key in policy.context_keys:
                 rows[key] = context[key].astype(object) if key in context.columns else None
-            since = policy.params.get("cutoff")
-            if since is not None:
-                rows = rows[rows["timestamp"] >= pd.Timestamp(since, tz="UTC")]
-            position = {a: i for i, a in enumerate(policy.agents)}
-            agents = np.array([position.get(str(a), -1) for a in rows["agent_name"]], dtype=np.int64)
-            epochs = online.epochs(rows["timestamp"], policy.online_epoch_seconds)
-            reward = rows["reward"].to_numpy(float)
+            evidence = policy.online_outcomes(rows)  # computed outside the lock
             with self._lock:
-                served.evidence.add(policy.evidence_rows(rows), agents, reward, epochs)
+                served.evidence.add(*evidence)
         return len(frame)
 
     @staticmethod

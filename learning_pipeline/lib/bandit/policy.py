@@ -152,6 +152,21 @@ class RoutingPolicy:
             return mean, exploration.beta_sd(alpha, beta)
         return online.update(mean, alpha + beta, *evidence)
 
+    def online_outcomes(self, outcomes: pd.DataFrame) -> tuple[np.ndarray, ...]:
+        """Outcomes (task_type, context keys, agent_name, reward, timestamp) as this version's online evidence:
+        those since its cut-off, as resolved rows, agent indices (-1: unknown agent), rewards and epochs."""
+        since = self.params.get("cutoff")
+        if since is not None and len(outcomes):
+            stamps = pd.to_datetime(outcomes["timestamp"], utc=True)
+            outcomes = outcomes[(stamps >= pd.Timestamp(since, tz="UTC")).to_numpy()]
+        agents = pd.Categorical(outcomes["agent_name"].astype(str), categories=list(self.agents)).codes
+        return (
+            self.evidence_rows(outcomes),
+            agents.astype(np.int64),
+            outcomes["reward"].to_numpy(float),
+            online.epochs(outcomes["timestamp"], self.online_epoch_seconds),
+        )
+
     @property
     def online_epoch_seconds(self) -> float:
         """Epoch of online evidence (`online`); 0 = a frozen policy."""
@@ -424,25 +439,14 @@ def _replayed_probabilities(
     available: np.ndarray,
 ) -> np.ndarray:
     """(n, U) probabilities of an online-learning policy for each event, with the evidence it had then."""
-    seconds = policy.online_epoch_seconds
-    outcomes = events if evidence is None else evidence
-    since = policy.params.get("cutoff")
-    if since is not None and len(outcomes):
-        stamps = pd.to_datetime(outcomes["timestamp"], utc=True)
-        outcomes = outcomes[(stamps >= pd.Timestamp(since, tz="UTC")).to_numpy()]
-    agent_pos = {a: i for i, a in enumerate(policy.agents)}
-    agents = np.array([agent_pos.get(a, -1) for a in outcomes["agent_name"].astype(str)], dtype=np.int64)
     decided = events["timestamp"]
     if "decided_at" in events.columns:
         decided = events["decided_at"].where(events["decided_at"].notna(), events["timestamp"])
     rows = policy.evidence_rows(contexts)[ctx_codes]
     s, f = online.replay_counts(
-        policy.evidence_rows(outcomes),
-        agents,
-        outcomes["reward"].to_numpy(float),
-        online.epochs(outcomes["timestamp"], seconds),
+        *policy.online_outcomes(events if evidence is None else evidence),
         rows,
-        online.epochs(decided, seconds),
+        online.epochs(decided, policy.online_epoch_seconds),
         len(policy.agents),
     )
     # one computation per distinct (context, eligible set, evidence), broadcast to the events
